@@ -47,12 +47,12 @@ function parseText(text: string, label: string): unknown {
     }
   }
   // YAML 1.2 core schema: `2027-03-31` stays a string, `on`/`yes` are not booleans.
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new PlanError(
       doc.errors.map((e) => {
         const at = e.linePos?.[0];
-        return `${label}${at ? `:${at.line}:${at.col}` : ''}: invalid YAML: ${e.message.split('\n')[0]}`;
+        return `${label}${at ? `:${at.line}:${at.col}` : ''}: invalid YAML: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`;
       }),
     );
   }
@@ -92,6 +92,8 @@ function toProblems(issues: readonly z.core.$ZodIssue[]): Problem[] {
 
 const TOP_LEVEL_ORDER = ['version', 'environments', 'targets', 'policy', 'schedule'];
 
+const topLevelRank = (key: string) => (TOP_LEVEL_ORDER.includes(key) ? TOP_LEVEL_ORDER.indexOf(key) : TOP_LEVEL_ORDER.length);
+
 /** Orders problems as they appear in the document: top-level section, then list index. */
 function comparePaths(a: Problem['path'], b: Problem['path']): number {
   for (let i = 0; i < Math.min(a.length, b.length); i++) {
@@ -99,7 +101,7 @@ function comparePaths(a: Problem['path'], b: Problem['path']): number {
     const y = b[i]!;
     if (x === y) continue;
     if (typeof x === 'number' && typeof y === 'number') return x - y;
-    if (i === 0) return TOP_LEVEL_ORDER.indexOf(String(x)) - TOP_LEVEL_ORDER.indexOf(String(y));
+    if (i === 0) return topLevelRank(String(x)) - topLevelRank(String(y));
     return 0;
   }
   return a.length - b.length;

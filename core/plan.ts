@@ -131,7 +131,7 @@ const ExpiryDate = z
 const AllowRule = z.strictObject({
   from: z.union([Name, z.array(Name).min(1)]).transform((v) => (typeof v === 'string' ? [v] : v)),
   to: z.strictObject({ env: Name.optional(), target: Name.optional() }),
-  reason: z.string({ error: 'an allow rule needs a reason' }).trim().min(1, { error: 'an allow rule needs a reason' }),
+  reason: z.string({ error: 'an allow rule needs a reason' }).refine((v) => v.trim() !== '', { error: 'an allow rule needs a reason' }),
   ticket: z.string().optional(),
   expires: ExpiryDate.optional(),
 });

@@ -127,7 +127,8 @@ export function notConnected(code: string, evidence: Evidence, startedAt: number
   };
 }
 
-function tlsEvidence(socket: tls.TLSSocket): TlsEvidence {
+/** Certificate and protocol evidence of a completed TLS handshake. */
+export function tlsEvidence(socket: tls.TLSSocket): TlsEvidence {
   const cert = socket.getPeerCertificate(false);
   const name = (fields: Record<string, unknown> | undefined) =>
     fields

@@ -1,0 +1,150 @@
+// The probe engine: runs every path one environment must try, with bounded concurrency, a start stagger,
+// a per-attempt timeout and retries for non-open attempts only. The audit and the agent both use it.
+import { performance } from 'node:perf_hooks';
+import type { Observation } from '../core/observation.js';
+import { pathState, type ProbeResult } from '../core/outcome.js';
+import type { Plan, ProbeKind, Schedule } from '../core/plan.js';
+import { PROBES } from '../probes/index.js';
+import type { ProbeFn, ProbeRequest } from '../probes/types.js';
+import { planPaths, resolverFor, type PlannedPath, type ResolveHost } from './paths.js';
+
+export type ProbeLoader = { readonly [K in ProbeKind]: () => Promise<ProbeFn<K>> };
+
+export interface RunOptions {
+  /** Cancels the whole run; attempts in flight end with outcome `error`. */
+  readonly signal?: AbortSignal;
+  /** Overrides of the plan's schedule (the audit's `--timeout`, `--concurrency`, tests). */
+  readonly schedule?: Partial<Schedule>;
+  /** Called after each path completes, for progress displays. */
+  readonly onObservation?: (observation: Observation, done: number, total: number) => void;
+  /** Seams for tests: name resolution and the probe functions. */
+  readonly resolve?: ResolveHost;
+  readonly probes?: ProbeLoader;
+}
+
+export interface RunResult {
+  readonly from: string;
+  readonly startedAt: Date;
+  readonly finishedAt: Date;
+  /** Controls first, then cross-environment paths, in plan order. */
+  readonly observations: readonly Observation[];
+  /** Target names of this environment's controls that were not open. */
+  readonly failedControls: readonly string[];
+  /** Number of control paths this run attempted. */
+  readonly controlCount: number;
+}
+
+/** Runs the plan once as seen from environment `from`. Never throws for network failures. */
+export async function runFrom(plan: Plan, from: string, options: RunOptions = {}): Promise<RunResult> {
+  const schedule = { ...plan.schedule, ...options.schedule };
+  const signal = options.signal ?? new AbortController().signal;
+  const startedAt = new Date();
+  const paths = await planPaths(plan, from, options.resolve ?? resolverFor(plan, from), signal);
+  const loader = options.probes ?? PROBES;
+  const leakNetworks = Object.entries(plan.environments)
+    .filter(([env]) => env !== from)
+    .flatMap(([env, e]) => e.networks.map((cidr) => ({ env, cidr })));
+
+  const observations: Observation[] = new Array(paths.length);
+  let next = 0;
+  let done = 0;
+  const t0 = performance.now();
+  const worker = async () => {
+    while (next < paths.length) {
+      const index = next++;
+      const path = paths[index]!;
+      // Spread the starts over the stagger window so a run does not open every connection in one burst.
+      const notBefore = t0 + (schedule.staggerMs * index) / paths.length;
+      const wait = notBefore - performance.now();
+      if (wait > 1) await sleep(wait, signal);
+      const observation = await attemptPath(path, from, schedule, signal, loader, leakNetworks);
+      observations[index] = observation;
+      done++;
+      options.onObservation?.(observation, done, paths.length);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(schedule.concurrency, paths.length) }, worker));
+
+  const controls = observations.filter((_, i) => paths[i]!.control);
+  const failedControls = [...new Set(controls.filter((o) => pathState(o.outcome) !== 'open').map((o) => o.target))];
+  return { from, startedAt, finishedAt: new Date(), observations, failedControls, controlCount: controls.length };
+}
+
+async function attemptPath(
+  path: PlannedPath,
+  from: string,
+  schedule: Schedule,
+  runSignal: AbortSignal,
+  loader: ProbeLoader,
+  leakNetworks: readonly { env: string; cidr: string }[],
+): Promise<Observation> {
+  const at = new Date().toISOString();
+  const base = {
+    target: path.target.name,
+    env: path.target.env,
+    from,
+    probe: path.target.probe,
+    address: path.address,
+    port: path.port,
+    at,
+  };
+  if (path.decided || path.address === null || path.port === null) {
+    const result = path.decided ?? { outcome: 'error' as const, layer: 'dns' as const, evidence: { detail: 'no address to probe' }, timings: { totalMs: 0 } };
+    return { ...base, ...result, attempts: 0 };
+  }
+  const probe = (await loader[path.target.probe]()) as ProbeFn;
+  const request: ProbeRequest = {
+    target: path.target,
+    address: path.address,
+    port: path.port,
+    ...(path.host !== undefined ? { host: path.host } : {}),
+    ...(path.target.probe === 'dns' ? { leakNetworks } : {}),
+  } as ProbeRequest;
+
+  let chosen: ProbeResult | undefined;
+  let attempts = 0;
+  while (attempts < schedule.attempts && !runSignal.aborted) {
+    attempts++;
+    const result = await attemptOnce(probe, request, schedule.timeoutMs, runSignal);
+    // Any open attempt makes the path open; a real blocked answer beats a local error.
+    if (result.outcome === 'open') {
+      chosen = result;
+      break;
+    }
+    if (chosen === undefined || result.outcome !== 'error' || chosen.outcome === 'error') chosen = result;
+  }
+  chosen ??= { outcome: 'error', layer: 'tcp', evidence: { errno: 'ABORTED', detail: 'run cancelled before the attempt' }, timings: { totalMs: 0 } };
+  const timings = path.resolveMs !== undefined ? { ...chosen.timings, resolveMs: path.resolveMs } : chosen.timings;
+  const evidence = path.host !== undefined && chosen.evidence.host === undefined ? { host: path.host, ...chosen.evidence } : chosen.evidence;
+  return { ...base, outcome: chosen.outcome, layer: chosen.layer, evidence, timings, attempts };
+}
+
+/** One attempt with its own timeout; the run's cancellation reaches the probe through the same signal. */
+async function attemptOnce(probe: ProbeFn, request: ProbeRequest, timeoutMs: number, runSignal: AbortSignal): Promise<ProbeResult> {
+  const controller = new AbortController();
+  const onRunAbort = () => controller.abort(runSignal.reason);
+  runSignal.addEventListener('abort', onRunAbort, { once: true });
+  const timer = setTimeout(() => controller.abort(new DOMException('attempt timed out', 'TimeoutError')), timeoutMs);
+  try {
+    return await probe(request, controller.signal);
+  } catch (err) {
+    // Probes must not throw; if one does, it is a bug of ours and the attempt proves nothing.
+    return { outcome: 'error', layer: 'tcp', evidence: { errno: 'PROBE_BUG', detail: String(err).slice(0, 500) }, timings: { totalMs: 0 } };
+  } finally {
+    clearTimeout(timer);
+    runSignal.removeEventListener('abort', onRunAbort);
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

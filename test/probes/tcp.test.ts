@@ -1,0 +1,201 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ProbeResult } from '../../core/outcome.js';
+import type { TargetOf } from '../../core/plan.js';
+import { probeTcp } from '../../probes/tcp.js';
+import { python3, startBlackhole, type Blackhole } from '../helpers/blackhole.js';
+import { unavailable } from '../helpers/need.js';
+import { openssl, selfSignedCert } from '../helpers/tls-cert.js';
+
+const TIMEOUT_MS = 300;
+
+function target(port: number, extra: Partial<TargetOf<'tcp'>> = {}): TargetOf<'tcp'> {
+  return { name: 'svc', env: 'prod', probe: 'tcp', port, tls: false, ...extra };
+}
+
+async function listen(server: net.Server): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  return (server.address() as AddressInfo).port;
+}
+
+function stop(server: net.Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+/** A port nothing listens on: bind one, then let it go. */
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  const port = await listen(server);
+  await stop(server);
+  return port;
+}
+
+/** Runs the probe and checks the result against the strict schema, so stray evidence fields fail the test. */
+async function probe(port: number, extra: Partial<TargetOf<'tcp'>> = {}, signal = AbortSignal.timeout(TIMEOUT_MS), host?: string) {
+  const started = performance.now();
+  const result = await probeTcp({ target: target(port, extra), address: '127.0.0.1', port, ...(host ? { host } : {}) }, signal);
+  const elapsedMs = performance.now() - started;
+  expect(ProbeResult.safeParse(result).error).toBeUndefined();
+  return { result, elapsedMs };
+}
+
+/** Resolves when the next socket `server` accepts has closed, or rejects after `ms`. */
+function closedWithin(server: net.Server, ms: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server-side socket still open after ${ms} ms`)), ms);
+    server.once('connection', (socket: net.Socket) =>
+      socket.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      }),
+    );
+  });
+}
+
+describe('tcp probe, plain', () => {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+  });
+  let port = 0;
+  beforeAll(async () => {
+    port = await listen(server);
+  });
+  afterAll(async () => {
+    for (const socket of sockets) socket.destroy();
+    await stop(server);
+  });
+
+  it('reports a listening port as open, with the local and remote ends, and hangs up at once', async () => {
+    const hungUp = closedWithin(server, 1000);
+    const { result } = await probe(port, {}, AbortSignal.timeout(TIMEOUT_MS), 'db.prod.test');
+    expect(result.outcome).toBe('open');
+    expect(result.layer).toBe('tcp');
+    expect(result.evidence).toMatchObject({ host: 'db.prod.test', localAddress: '127.0.0.1', remoteAddress: '127.0.0.1', remotePort: port });
+    expect(result.evidence.localPort).toBeGreaterThan(0);
+    expect(result.evidence.errno).toBeUndefined();
+    expect(result.timings.connectMs).toBeGreaterThanOrEqual(0);
+    expect(result.timings.totalMs).toBeGreaterThanOrEqual(result.timings.connectMs!);
+    await hungUp;
+  });
+
+  it('reports a closed port as refused (ECONNREFUSED) within 50 ms', async () => {
+    const closed = await freePort();
+    const { result, elapsedMs } = await probe(closed);
+    expect(result).toMatchObject({ outcome: 'refused', layer: 'tcp', evidence: { errno: 'ECONNREFUSED', remotePort: closed } });
+    expect(elapsedMs).toBeLessThan(50);
+  });
+
+  it('reports a cancelled run before connecting as error ABORTED', async () => {
+    const controller = new AbortController();
+    controller.abort();
+    const { result } = await probe(port, {}, controller.signal);
+    expect(result).toMatchObject({ outcome: 'error', layer: 'tcp', evidence: { errno: 'ABORTED' } });
+  });
+});
+
+const noPython = unavailable('python3', python3 === undefined, 'the blackhole listener needs python3 on PATH');
+describe.skipIf(noPython)('tcp probe, blackholed port', () => {
+  let hole: Blackhole;
+  beforeAll(async () => {
+    hole = await startBlackhole();
+  });
+  afterAll(() => hole?.close());
+
+  it('reports a port that never answers the handshake as filtered, at the timeout and not before', async () => {
+    const { result, elapsedMs } = await probe(hole.port);
+    expect(result).toMatchObject({ outcome: 'filtered', layer: 'tcp', evidence: { errno: 'TimeoutError', remotePort: hole.port } });
+    expect(elapsedMs).toBeGreaterThanOrEqual(TIMEOUT_MS - 5);
+    expect(elapsedMs).toBeLessThan(TIMEOUT_MS + 500);
+    expect(result.timings.connectMs).toBeUndefined();
+  });
+
+  it('settles promptly as error ABORTED when the run is cancelled mid-connect', async () => {
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 50);
+    const { result, elapsedMs } = await probe(hole.port, {}, controller.signal);
+    expect(result).toMatchObject({ outcome: 'error', evidence: { errno: 'ABORTED' } });
+    expect(elapsedMs).toBeLessThan(TIMEOUT_MS);
+  });
+});
+
+const noOpenssl = unavailable('openssl', openssl === undefined, 'TLS test certificates are made with openssl');
+describe.skipIf(noOpenssl)('tcp probe, TLS', () => {
+  const cn = 'db.prod.test';
+  let cert: { key: string; cert: string };
+  let tlsServer: tls.Server;
+  let tlsPort = 0;
+  const servernames: (string | false)[] = [];
+  const plainSockets = new Set<net.Socket>();
+  // Plain TCP peers: one stays silent, one answers the ClientHello with a banner.
+  const silent = net.createServer((socket) => {
+    plainSockets.add(socket);
+    socket.on('error', () => {});
+  });
+  const banner = net.createServer((socket) => {
+    socket.on('error', () => {});
+    socket.end('SSH-2.0-OpenSSH_9.6\r\n');
+  });
+  let silentPort = 0;
+  let bannerPort = 0;
+
+  beforeAll(async () => {
+    cert = selfSignedCert(cn);
+    tlsServer = tls.createServer({ key: cert.key, cert: cert.cert });
+    tlsServer.on('secureConnection', (socket) => {
+      servernames.push(socket.servername);
+      socket.on('error', () => {});
+    });
+    tlsServer.on('tlsClientError', () => {});
+    tlsPort = await listen(tlsServer);
+    silentPort = await listen(silent);
+    bannerPort = await listen(banner);
+  });
+  afterAll(async () => {
+    for (const socket of plainSockets) socket.destroy();
+    await Promise.all([stop(tlsServer), stop(silent), stop(banner)]);
+  });
+
+  it('completes the handshake and records the certificate', async () => {
+    const x509 = new X509Certificate(cert.cert);
+    const { result } = await probe(tlsPort, { tls: true, servername: cn });
+    expect(result.outcome).toBe('open');
+    expect(result.layer).toBe('tls');
+    expect(result.timings.tlsMs).toBeGreaterThan(0);
+    const evidence = result.evidence.tls!;
+    expect(evidence.subject).toBe(`CN=${cn}`);
+    expect(evidence.issuer).toBe(`CN=${cn}`);
+    expect(evidence.subjectAltName).toBe(`DNS:${cn}`);
+    expect(evidence.fingerprint256).toBe(x509.fingerprint256);
+    expect(evidence.validTo).toBe(x509.validTo);
+    expect(evidence.authorized).toBe(false);
+    expect(evidence.protocol).toMatch(/^TLSv1\.[23]$/);
+    expect(servernames.at(-1)).toBe(cn);
+  });
+
+  it('sends the request host as SNI when the target names no servername', async () => {
+    const { result } = await probe(tlsPort, { tls: true }, AbortSignal.timeout(TIMEOUT_MS), 'cache.prod.test');
+    expect(result.outcome).toBe('open');
+    expect(servernames.at(-1)).toBe('cache.prod.test');
+  });
+
+  it.each([
+    { peer: 'a silent plain TCP server', port: () => silentPort, errno: 'TimeoutError' },
+    { peer: 'a plain TCP server sending a banner', port: () => bannerPort, errno: undefined },
+  ])('reports $peer as open with a protocol mismatch', async ({ port, errno }) => {
+    const { result } = await probe(port(), { tls: true, servername: cn });
+    expect(result).toMatchObject({ outcome: 'open', layer: 'tcp', evidence: { protocol: 'mismatch' } });
+    expect(result.evidence.tls).toBeUndefined();
+    if (errno) expect(result.evidence.errno).toBe(errno);
+    else expect(result.evidence.errno).not.toMatch(/^(TimeoutError|ABORTED|UNKNOWN)$/);
+  });
+});
