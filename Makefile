@@ -38,7 +38,7 @@ typecheck: $(NPM_STAMP)
 	npx tsc -p tsconfig.json
 
 demo: deps build
-	node dist/cli/demo.js
+	bash demo/run.sh
 
 test: deps typecheck
 	@rm -f .test-results.json

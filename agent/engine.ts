@@ -2,7 +2,7 @@
 // a per-attempt timeout and retries for non-open attempts only. The audit and the agent both use it.
 import { performance } from 'node:perf_hooks';
 import type { Observation } from '../core/observation.js';
-import { pathState, type ProbeResult } from '../core/outcome.js';
+import type { ProbeResult } from '../core/outcome.js';
 import type { Plan, ProbeKind, Schedule } from '../core/plan.js';
 import { PROBES } from '../probes/index.js';
 import type { ProbeFn, ProbeRequest } from '../probes/types.js';
@@ -28,10 +28,6 @@ export interface RunResult {
   readonly finishedAt: Date;
   /** Controls first, then cross-environment paths, in plan order. */
   readonly observations: readonly Observation[];
-  /** Target names of this environment's controls that were not open. */
-  readonly failedControls: readonly string[];
-  /** Number of control paths this run attempted. */
-  readonly controlCount: number;
 }
 
 /** Runs the plan once as seen from environment `from`. Never throws for network failures. */
@@ -64,10 +60,7 @@ export async function runFrom(plan: Plan, from: string, options: RunOptions = {}
     }
   };
   await Promise.all(Array.from({ length: Math.min(schedule.concurrency, paths.length) }, worker));
-
-  const controls = observations.filter((_, i) => paths[i]!.control);
-  const failedControls = [...new Set(controls.filter((o) => pathState(o.outcome) !== 'open').map((o) => o.target))];
-  return { from, startedAt, finishedAt: new Date(), observations, failedControls, controlCount: controls.length };
+  return { from, startedAt, finishedAt: new Date(), observations };
 }
 
 async function attemptPath(

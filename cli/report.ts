@@ -3,7 +3,7 @@ import type { RunResult } from '../agent/engine.js';
 import type { LoadedPlan } from '../core/plan-load.js';
 import type { Observation } from '../core/observation.js';
 import { OUTCOMES, type Outcome } from '../core/outcome.js';
-import { evaluate, expiredRules, VERDICTS, type Expectation, type RuleRef, type Verdict } from '../core/policy.js';
+import { evaluateRun, expiredRules, VERDICTS, type Expectation, type RuleRef, type Verdict } from '../core/policy.js';
 
 export interface JudgedObservation extends Observation {
   readonly verdict: Verdict;
@@ -43,11 +43,11 @@ export const EXIT = { sealed: 0, violations: 1, inconclusive: 2, usage: 3 } as c
 /** Judges a run against its plan at `now` and assembles the report. */
 export function buildReport(loaded: LoadedPlan, run: RunResult, now: Date, version: string): AuditReport {
   const { plan } = loaded;
-  const controlsOk = run.failedControls.length === 0;
-  const byName = new Map(plan.targets.map((t) => [t.name, t]));
-  const observations = run.observations.map((o): JudgedObservation => {
-    const decision = evaluate(plan, byName.get(o.target)!, o, { now, controlsOk });
-    return { ...o, verdict: decision.verdict, expectation: decision.expectation, rule: decision.rule };
+  const { decisions, failedControls, controlCount } = evaluateRun(plan, run.observations, now);
+  const controlsOk = failedControls.length === 0;
+  const observations = run.observations.map((o, i): JudgedObservation => {
+    const { verdict, expectation, rule } = decisions[i]!;
+    return { ...o, verdict, expectation, rule };
   });
 
   const verdicts = Object.fromEntries(VERDICTS.map((v) => [v, 0])) as Record<Verdict, number>;
@@ -70,7 +70,7 @@ export function buildReport(loaded: LoadedPlan, run: RunResult, now: Date, versi
       paths: observations.length,
       verdicts,
       outcomes,
-      controls: { total: run.controlCount, failed: run.failedControls },
+      controls: { total: controlCount, failed: failedControls },
       result,
     },
     exceptions: plan.policy.allow

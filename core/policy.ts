@@ -88,6 +88,26 @@ export function evaluate(plan: Plan, target: Target, observation: Observation, c
   }
 }
 
+/** A run's observations judged together: controls first, because failed controls make blocked results inconclusive. */
+export function evaluateRun(
+  plan: Plan,
+  observations: readonly Observation[],
+  now: Date,
+): { decisions: Decision[]; failedControls: string[]; controlCount: number } {
+  const byName = new Map(plan.targets.map((t) => [t.name, t]));
+  const isControl = (o: Observation) => o.from === o.env;
+  const failed = new Set<string>();
+  let controlCount = 0;
+  for (const o of observations) {
+    if (!isControl(o)) continue;
+    controlCount++;
+    if (evaluate(plan, byName.get(o.target)!, o, { now, controlsOk: true }).verdict !== 'pass') failed.add(o.target);
+  }
+  const ctx = { now, controlsOk: failed.size === 0 };
+  const decisions = observations.map((o) => evaluate(plan, byName.get(o.target)!, o, ctx));
+  return { decisions, failedControls: [...failed], controlCount };
+}
+
 /** Allow rules that have expired at `now`, with their index: each one is an `exception-expired` finding. */
 export function expiredRules(plan: Plan, now: Date): { index: number; rule: AllowRule }[] {
   return plan.policy.allow.flatMap((rule, index) => (isExpired(rule, now) ? [{ index, rule }] : []));

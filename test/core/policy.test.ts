@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Observation } from '../../core/observation.js';
 import type { Outcome } from '../../core/outcome.js';
 import { parsePlanText } from '../../core/plan-load.js';
-import { evaluate, expectationFor, expiredRules, expiryInstant, type Verdict } from '../../core/policy.js';
+import { evaluate, evaluateRun, expectationFor, expiredRules, expiryInstant, type Verdict } from '../../core/policy.js';
 
 const { plan } = parsePlanText(
   `
@@ -102,5 +102,21 @@ describe('expiry', () => {
   it('lists expired rules', () => {
     expect(expiredRules(plan, now).map((e) => e.index)).toEqual([1]);
     expect(expiredRules(plan, new Date('2028-01-01')).map((e) => e.index)).toEqual([0, 1]);
+  });
+});
+
+describe('evaluateRun', () => {
+  it('a control answering the wrong status fails the run: its blocked results become inconclusive, open stays a violation', () => {
+    const observations = [obs('staging', 'stg-web', 'open', 503), obs('staging', 'prod-db', 'refused'), obs('staging', 'prod-old', 'open')];
+    const run = evaluateRun(plan, observations, now);
+    expect(run.failedControls).toEqual(['stg-web']);
+    expect(run.controlCount).toBe(1);
+    expect(run.decisions.map((d) => d.verdict)).toEqual(['expected-path-down', 'inconclusive', 'violation']);
+  });
+
+  it('with every control passing, blocked results pass', () => {
+    const run = evaluateRun(plan, [obs('staging', 'stg-web', 'open', 200), obs('staging', 'prod-db', 'refused')], now);
+    expect(run.failedControls).toEqual([]);
+    expect(run.decisions.map((d) => d.verdict)).toEqual(['pass', 'pass']);
   });
 });

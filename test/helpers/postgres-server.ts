@@ -61,24 +61,31 @@ function findBinaries(): Binaries | undefined {
 
 const binaries = findBinaries();
 
-/** Why PostgreSQL tests cannot run here (skip locally), or undefined; throws under CI=true. */
-export const postgresMissing = (): string | undefined =>
-  unavailable('PostgreSQL', binaries === undefined, 'install the postgresql package: initdb and postgres under /usr/lib/postgresql/*/bin');
-
-/** The uid/gid to run the server as: initdb and postgres refuse to run as root. */
-function serverIdentity(): { uid: number; gid: number } | undefined {
+/** The uid/gid to run the server as: initdb and postgres refuse to run as root. Null: root without a postgres user. */
+function serverIdentity(): { uid: number; gid: number } | undefined | null {
   if (process.getuid?.() !== 0) return undefined;
-  const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
-  return { uid: id('-u'), gid: id('-g') };
+  try {
+    const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+    return { uid: id('-u'), gid: id('-g') };
+  } catch {
+    return null;
+  }
 }
 
-/** Starts a fresh cluster and resolves once it answers an SSLRequest; rejects (after cleaning up) if it cannot. */
+const identity = serverIdentity();
+
+/** Why PostgreSQL tests cannot run here (skip locally), or undefined; throws under CI=true. */
+export const postgresMissing = (): string | undefined =>
+  unavailable('PostgreSQL', binaries === undefined, 'install the postgresql package: initdb and postgres under /usr/lib/postgresql/*/bin') ??
+  unavailable('PostgreSQL', identity === null, 'running as root needs a `postgres` system user to run initdb and postgres as');
+
+/** Starts a fresh cluster and resolves once it accepts connections; rejects (after cleaning up) if it cannot. */
 export async function startPostgres(opts: PostgresOptions): Promise<PostgresServer> {
-  if (!binaries) throw new Error('PostgreSQL binaries not found');
-  const identity = serverIdentity();
+  if (!binaries || identity === null) throw new Error(postgresMissing() ?? 'PostgreSQL cannot run here');
   const dir = mkdtempSync(join(tmpdir(), 'bulkhead-pg-'));
   const dataDir = join(dir, 'data');
   const own = (path: string) => identity && chownSync(path, identity.uid, identity.gid);
+  const runAs = identity ?? {};
   const env = { ...process.env, LC_ALL: 'C', LANG: 'C', TZ: 'UTC' };
   try {
     own(dir);
@@ -87,7 +94,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<PostgresServ
       cwd: dir,
       stdio: ['ignore', 'ignore', 'pipe'],
       timeout: 60_000,
-      ...identity,
+      ...runAs,
     });
     writeFileSync(join(dataDir, 'pg_hba.conf'), opts.hba);
     own(join(dataDir, 'pg_hba.conf'));
@@ -100,7 +107,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<PostgresServ
     for (let attempt = 0; attempt < 3; attempt++) {
       const port = await freePort();
       const args = ['-D', dataDir, '-p', String(port), ...settings.flatMap((s) => ['-c', s])];
-      const child = spawn(binaries.postgres, args, { env, cwd: dir, stdio: ['ignore', 'ignore', 'pipe'], ...identity });
+      const child = spawn(binaries.postgres, args, { env, cwd: dir, stdio: ['ignore', 'ignore', 'pipe'], ...runAs });
       const stderr: string[] = [];
       child.stderr?.setEncoding('utf8').on('data', (chunk: string) => stderr.push(chunk));
       try {
@@ -142,20 +149,23 @@ function selfSignedCertificate(dir: string, own: (path: string) => unknown): str
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Polls with a raw SSLRequest until the postmaster answers one byte; bounded to 20 s. */
+/**
+ * Waits (20 s at most) for the postmaster to say it is ready and to accept a TCP connection. The probe is a
+ * bare connect and close, which Postgres does not log; an SSLRequest would log "could not accept SSL connection".
+ */
 async function waitUntilReady(child: ChildProcess, port: number, stderr: string[]): Promise<void> {
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null || child.signalCode !== null) {
       throw new Error(`postgres exited (${child.exitCode ?? child.signalCode}) before accepting connections:\n${stderr.join('')}`);
     }
-    if (await answersSslRequest(port)) return;
-    await sleep(100);
+    if (stderr.join('').includes('ready to accept connections') && (await accepts(port))) return;
+    await sleep(50);
   }
   throw new Error(`postgres did not accept connections on 127.0.0.1:${port} within 20 s:\n${stderr.join('')}`);
 }
 
-function answersSslRequest(port: number): Promise<boolean> {
+function accepts(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host: '127.0.0.1', port });
     const done = (ok: boolean) => {
@@ -165,9 +175,7 @@ function answersSslRequest(port: number): Promise<boolean> {
     };
     const timer = setTimeout(() => done(false), 1000);
     socket.once('error', () => done(false));
-    socket.once('connect', () => socket.write(Buffer.from('0000000804d2162f', 'hex')));
-    socket.once('data', (data) => done(data[0] === 0x4e || data[0] === 0x53));
-    socket.once('close', () => done(false));
+    socket.once('connect', () => done(true));
   });
 }
 
