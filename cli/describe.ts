@@ -30,7 +30,7 @@ export function whatAnswered(o: Observation): string {
   if (e.protocol === 'mismatch') parts.push('TCP connected, other protocol');
   if (parts.length === 0 && o.outcome === 'open') parts.push('TCP connected');
   if (o.outcome !== 'open' && e.errno) parts.push(e.errno);
-  if (e.detail && o.outcome !== 'open') parts.push(e.detail);
+  if (e.detail && o.outcome !== 'open' && !e.dns) parts.push(e.detail);
   return parts.join('; ');
 }
 

@@ -7,7 +7,7 @@ const report = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as AuditReport
 const lines: string[] = [];
 for (const o of report.observations) {
   const path = `${o.from} → ${o.target} (${where(o)}, ${o.probe})`;
-  const evidence = whatAnswered(o);
+  const evidence = whatAnswered(o).replace(/\.$/, '');
   if (o.verdict === 'violation') {
     const note = o.evidence.postgres?.sqlstate || o.evidence.redis?.reply.startsWith('-') ? ' An authentication error still proves the path exists.' : '';
     lines.push(`  LEAK     ${path}: outcome ${o.outcome}: ${evidence}. The policy denies it.${note}`);

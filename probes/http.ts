@@ -4,7 +4,7 @@
 import { isIP } from 'node:net';
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { Client } from 'undici';
+import { Client, errors } from 'undici';
 import type { Evidence, Layer, ProbeResult } from '../core/outcome.js';
 import type { TargetOf } from '../core/plan.js';
 import type { ProbeFn } from './types.js';
@@ -30,8 +30,9 @@ export const probeHttp: ProbeFn<'http'> = async (req, signal) => {
     signal,
     startedAt,
   });
-  if (!connection.ok) return connection.result;
-  return exchange(connection, url, req.target, signal, startedAt, secure ? 'tls' : 'tcp');
+  const named = req.host !== undefined ? { host: req.host } : {};
+  const result = connection.ok ? await exchange(connection, url, req.target, signal, startedAt, secure ? 'tls' : 'tcp') : connection.result;
+  return { ...result, evidence: { ...result.evidence, ...named } };
 };
 
 async function exchange(
@@ -103,7 +104,9 @@ function lendOnce(socket: net.Socket) {
       return;
     }
     lent = true;
-    callback(null, socket);
+    // Undici calls the connector from inside its dispatch loop and ignores a resume from within it:
+    // a synchronous callback would leave the request queued forever.
+    queueMicrotask(() => callback(null, socket));
   };
 }
 
@@ -117,6 +120,13 @@ function noAnswer(err: unknown, signal: AbortSignal, layer: Layer): Evidence {
   if (isTimeout(signal)) {
     return { errno: abortCode(signal), protocol: 'mismatch', detail: `${reached} but the peer stayed silent until the timeout` };
   }
-  const code = errorCode(err);
+  const code = answerErrorCode(err);
   return { errno: code, protocol: 'mismatch', detail: `${reached} but the peer did not answer in HTTP (${code})` };
+}
+
+/** The code of an error from the exchange; undici 7 leaves HTTPParserError.code unset, so name it by its class. */
+function answerErrorCode(err: unknown): string {
+  const code = errorCode(err);
+  // undici looks the llhttp error number up in a name-to-number table, so `code` comes out undefined.
+  return code === 'UNKNOWN' && err instanceof errors.HTTPParserError ? 'UND_ERR_HTTP_PARSER' : code;
 }

@@ -1,7 +1,8 @@
 // A loopback port whose TCP handshake never completes, so a connect times out (a `filtered` path) without root.
-// Linux drops a SYN outright when the listener's accept queue is full (counted as ListenOverflows, whatever
-// tcp_syncookies says), so a listener with backlog 0 that never accepts, once one connection sits in its
-// queue, leaves every further SYN unanswered. Node's net.Server always accepts, hence the python3 listener.
+// Linux drops a SYN outright when the listener's accept queue is full (counted as ListenOverflows; the check
+// comes before any syncookie logic, observed with tcp_syncookies=1), so a listener with backlog 0 that never
+// accepts, once one connection sits in its queue, leaves every further SYN unanswered and the client keeps
+// retransmitting. Node's net.Server always accepts, hence the python3 listener.
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { findExecutable } from './need.js';
