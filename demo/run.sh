@@ -11,7 +11,10 @@ work=$(mktemp -d /tmp/bulkhead-demo.XXXXXX)
 pids=()
 
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for clients.
+  for pid in "${pids[@]}"; do
+    if [ "$pid" = "${pg_pid:-}" ]; then kill -INT "$pid" 2>/dev/null || true; else kill "$pid" 2>/dev/null || true; fi
+  done
   for pid in "${pids[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
@@ -35,18 +38,20 @@ wait_port() { # host port what
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$pg_bin/initdb" ] || { echo "error: PostgreSQL is not installed (make demo installs it as root)" >&2; exit 1; }
-# setpriv execs in place, so $! is the server's own pid and cleanup can stop it.
-run_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; else "$@"; fi; }
+# initdb refuses to run as root. setpriv execs in place, so $! is the server's own pid and cleanup can stop it.
+as_pg=()
+[ "$(id -u)" = 0 ] && as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --)
 
 say "Starting the sandbox in $work"
 mkdir -p "$work/pg"
 echo "demo-$RANDOM$RANDOM" >"$work/pwfile"
 if [ "$(id -u)" = 0 ]; then chown postgres: "$work/pg" "$work/pwfile"; chmod 755 "$work"; fi
-run_pg "$pg_bin/initdb" -D "$work/pg" -A scram-sha-256 --pwfile="$work/pwfile" -U postgres --no-sync >"$work/initdb.log" 2>&1 \
+"${as_pg[@]}" "$pg_bin/initdb" -D "$work/pg" -A scram-sha-256 --pwfile="$work/pwfile" -U postgres --no-sync >"$work/initdb.log" 2>&1 \
   || { cat "$work/initdb.log" >&2; exit 1; }
 echo "host all all 127.0.0.0/8 scram-sha-256" >"$work/pg/pg_hba.conf"
-run_pg "$pg_bin/postgres" -D "$work/pg" -p 15432 -k "$work/pg" -c listen_addresses=127.0.10.1 -c fsync=off >"$work/postgres.log" 2>&1 &
-pids+=($!)
+"${as_pg[@]}" "$pg_bin/postgres" -D "$work/pg" -p 15432 -k "$work/pg" -c listen_addresses=127.0.10.1 -c fsync=off >"$work/postgres.log" 2>&1 &
+pg_pid=$!
+pids+=("$pg_pid")
 wait_port 127.0.10.1 15432 "prod PostgreSQL"
 echo "  prod PostgreSQL  127.0.10.1:15432  (password authentication)"
 
