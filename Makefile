@@ -40,12 +40,13 @@ typecheck: $(NPM_STAMP)
 demo: deps build
 	bash demo/run.sh
 
-test: deps typecheck
+# Prints the totals as the plain last line CI reads: "N passed, N failed".
+export TOTALS := const r = JSON.parse(require("fs").readFileSync(".test-results.json", "utf8")); console.log(`$${r.numPassedTests} passed, $${r.numFailedTests} failed` + (r.numPendingTests ? `, $${r.numPendingTests} skipped` : ""))
+
+test: deps typecheck build
 	@rm -f .test-results.json
 	@set +e; npx vitest run --reporter=default --reporter=json --outputFile.json=.test-results.json; status=$$?; set -e; \
-	node -e 'const r = JSON.parse(require("fs").readFileSync(".test-results.json", "utf8")); \
-	  console.log(`$${r.numPassedTests} passed, $${r.numFailedTests} failed` + (r.numPendingTests ? `, $${r.numPendingTests} skipped` : ""))' \
-	  2>/dev/null || echo "0 passed, 1 failed"; \
+	node -e "$$TOTALS" 2>/dev/null || echo "0 passed, 1 failed"; \
 	rm -f .test-results.json; exit $$status
 
 bench: deps build
