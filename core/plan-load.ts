@@ -32,7 +32,7 @@ export function parsePlanText(text: string, label: string): LoadedPlan {
   const result = PlanSchema.safeParse(raw, { reportInput: true });
   const problems = [...(result.success ? [] : toProblems(result.error.issues)), ...crossFieldProblems(raw)];
   if (!result.success || problems.length > 0) {
-    problems.sort((a, b) => comparePaths(a.path, b.path));
+    problems.sort((a, b) => comparePaths(a.path, b.path, raw));
     throw new PlanError(problems.map((p) => `${label}: ${p.path.length > 0 ? formatPath(p.path) : '(top level)'}: ${p.message}`));
   }
   return { plan: deepFreeze(result.data), path: label, sha256 };
@@ -90,19 +90,19 @@ function toProblems(issues: readonly z.core.$ZodIssue[]): Problem[] {
   return lines;
 }
 
-const TOP_LEVEL_ORDER = ['version', 'environments', 'targets', 'policy', 'schedule'];
-
-const topLevelRank = (key: string) => (TOP_LEVEL_ORDER.includes(key) ? TOP_LEVEL_ORDER.indexOf(key) : TOP_LEVEL_ORDER.length);
-
-/** Orders problems as they appear in the document: top-level section, then list index. */
-function comparePaths(a: Problem['path'], b: Problem['path']): number {
+/** Orders problems as their fields appear in the document (key order of the parsed YAML/JSON). */
+function comparePaths(a: Problem['path'], b: Problem['path'], raw: unknown): number {
+  let node = raw;
   for (let i = 0; i < Math.min(a.length, b.length); i++) {
     const x = a[i]!;
     const y = b[i]!;
-    if (x === y) continue;
-    if (typeof x === 'number' && typeof y === 'number') return x - y;
-    if (i === 0) return topLevelRank(String(x)) - topLevelRank(String(y));
-    return 0;
+    if (x !== y) {
+      if (typeof x === 'number' && typeof y === 'number') return x - y;
+      const keys = node !== null && typeof node === 'object' ? Object.keys(node) : [];
+      const rank = (k: string | number) => (keys.includes(String(k)) ? keys.indexOf(String(k)) : keys.length);
+      return rank(x) - rank(y);
+    }
+    node = node !== null && typeof node === 'object' ? (node as Record<string, unknown>)[String(x)] : undefined;
   }
   return a.length - b.length;
 }

@@ -150,6 +150,51 @@ const Schedule = z.strictObject({
   stagger: Duration.default(0),
 });
 
+export const FINDING_KINDS = ['violation', 'agent-silent', 'control-failed', 'expected-path-down', 'exception-expired', 'impersonation'] as const;
+export const SEVERITIES = ['critical', 'error', 'warning', 'info'] as const;
+export const RECEIVER_TYPES = ['console', 'slack', 'pagerduty', 'webhook', 'alertmanager'] as const;
+
+const intIn = (min: number, max: number) => {
+  const error = `expected an integer ${min}–${max}`;
+  return z.number({ error }).int({ error }).min(min, { error }).max(max, { error });
+};
+const oneOrMany = <T extends z.ZodType>(item: T, what: string) =>
+  z.union([item, z.array(item)], { error: `expected ${what} or a list of them` });
+
+const Receiver = z.strictObject({
+  name: Name,
+  type: z.enum(RECEIVER_TYPES, { error: `expected one of ${RECEIVER_TYPES.join(', ')}` }),
+});
+
+/** Label matchers: a finding matches when every given label equals one of the listed values. */
+const Matchers = z.strictObject({
+  from_env: oneOrMany(Name, 'an environment name').optional(),
+  to_env: oneOrMany(Name, 'an environment name').optional(),
+  target: oneOrMany(Name, 'a target name').optional(),
+  kind: oneOrMany(z.enum(FINDING_KINDS, { error: `expected one of ${FINDING_KINDS.join(', ')}` }), 'a finding kind').optional(),
+  severity: oneOrMany(z.enum(SEVERITIES, { error: `expected one of ${SEVERITIES.join(', ')}` }), 'a severity').optional(),
+});
+
+const Route = z.strictObject({
+  match: Matchers.default({}),
+  receivers: z.array(Name).min(1, { error: 'expected at least one receiver name' }),
+  /** Keep evaluating later routes after this one matched. */
+  continue: z.boolean().default(false),
+});
+
+const Alerting = z.strictObject({
+  /** Open observations of a deny path before its finding fires. */
+  open_threshold: intIn(1, 100).default(1),
+  /** Consecutive blocked observations, from every agent that saw the path open, before it resolves. */
+  resolve_after: intIn(1, 100).default(3),
+  /** This many state flips within the window set the flapping flag instead of paging again. */
+  flapping: z.strictObject({ transitions: intIn(2, 100).default(4), window: Duration.default(1_800_000) }).prefault({}),
+  /** Intervals without a heartbeat (or without results, for paths) before an agent is silent and its paths stale. */
+  silent_after: intIn(2, 100).default(3),
+  receivers: z.array(Receiver).default([{ name: 'console', type: 'console' }]),
+  routes: z.array(Route).default([{ match: {}, receivers: ['console'], continue: false }]),
+});
+
 const PlanShape = z.strictObject({
   version: z.literal(1, { error: 'expected 1' }),
   environments: z.record(Name, Environment).refine((r) => Object.keys(r).length > 0, {
@@ -158,6 +203,7 @@ const PlanShape = z.strictObject({
   targets: z.array(Target).default([]),
   policy: Policy.prefault({}),
   schedule: Schedule.prefault({}),
+  alerting: Alerting.prefault({}),
 });
 
 /** The plan schema. Cross-field rules live in `crossFieldProblems` so they are reported even when a field is bad. */
@@ -178,6 +224,9 @@ export type Target = Plan['targets'][number];
 export type ProbeKind = Target['probe'];
 export type AllowRule = Plan['policy']['allow'][number];
 export type Schedule = Plan['schedule'];
+export type Alerting = Plan['alerting'];
+export type FindingKind = (typeof FINDING_KINDS)[number];
+export type Severity = (typeof SEVERITIES)[number];
 export type TargetOf<K extends ProbeKind> = Extract<Target, { probe: K }>;
 export const PROBE_KINDS = Target.options.map((o) => o.shape.probe.value) as readonly ProbeKind[];
 
@@ -245,6 +294,24 @@ export function crossFieldProblems(raw: unknown): Problem[] {
       }
     }
   });
+
+  const alerting = asRecord(doc.alerting);
+  if (alerting) {
+    const receivers = asList(alerting.receivers).map((r) => asRecord(r)?.name);
+    const declared = alerting.receivers === undefined ? ['console'] : receivers;
+    receivers.forEach((name, i) => {
+      if (typeof name === 'string' && receivers.indexOf(name) !== i) {
+        problems.push({ path: ['alerting', 'receivers', i, 'name'], message: `duplicate receiver name "${name}"` });
+      }
+    });
+    asList(alerting.routes).forEach((route, i) => {
+      asList(asRecord(route)?.receivers).forEach((name, j) => {
+        if (typeof name === 'string' && !declared.includes(name)) {
+          problems.push({ path: ['alerting', 'routes', i, 'receivers', j], message: `unknown receiver "${name}" (declared: ${[...new Set(declared)].join(', ')})` });
+        }
+      });
+    });
+  }
 
   const schedule = asRecord(doc.schedule) ?? {};
   const ms = (v: unknown, fallback: number) => (v === undefined ? fallback : typeof v === 'string' ? parseDurationMs(v) : undefined);
