@@ -76,6 +76,8 @@ export interface Finding {
   flapping: boolean;
   summary: string;
   details: Record<string, unknown>;
+  /** Receivers the current incident's trigger went to: its resolve goes to the same ones. */
+  receivers: string[];
 }
 
 export type NotificationAction = 'trigger' | 'resolve' | 'update';
