@@ -1,0 +1,121 @@
+// A real nats-server started from deploy/nats/nats-server.conf on a free port with a temporary JetStream
+// store and random passwords; stopped (or killed, or restarted on the same port and store) by its pid.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from './free-port.js';
+import { findExecutable, unavailable } from './need.js';
+
+export const NATS_CONFIG = join(import.meta.dirname, '../../deploy/nats/nats-server.conf');
+const USERS = ['controller', 'auditor', 'prod', 'staging', 'dev', 'mgmt'] as const;
+export type NatsUser = (typeof USERS)[number];
+
+export interface NatsServer {
+  readonly url: string;
+  readonly port: number;
+  readonly storeDir: string;
+  /** The password of each configured user (agents are `agent-<env>`). */
+  readonly passwords: Readonly<Record<NatsUser, string>>;
+  /** `user:password` credentials file for a user, as the agent's --nats-creds takes it. */
+  credsFile(user: NatsUser): string;
+  log(): string;
+  /** SIGTERM and wait. */
+  stop(): Promise<void>;
+  /** SIGKILL and wait: an outage. */
+  kill(): Promise<void>;
+  /** Start again on the same port with the same store. */
+  start(): Promise<void>;
+}
+
+/** Reason nats-server cannot be used here, or undefined (under CI this throws instead). */
+export function natsMissing(): string | undefined {
+  return unavailable('nats-server', natsBinary() === undefined, 'apt-get install nats-server, or make test');
+}
+
+function natsBinary(): string | undefined {
+  return findExecutable('nats-server', ['/usr/sbin', '/usr/bin', '/usr/local/bin']);
+}
+
+function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      const socket = net.connect({ host: '127.0.0.1', port });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve();
+      });
+      socket.once('error', () => {
+        socket.destroy();
+        if (Date.now() > deadline) reject(new Error(`nats-server did not listen on ${port} within ${timeoutMs} ms`));
+        else setTimeout(attempt, 50);
+      });
+    };
+    attempt();
+  });
+}
+
+function exited(child: ChildProcess, timeoutMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** Starts nats-server with the deploy/ configuration. */
+export async function startNats(): Promise<NatsServer> {
+  const binary = natsBinary();
+  if (!binary) throw new Error('nats-server is not installed');
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'bulkhead-nats-'));
+  const storeDir = join(dir, 'js');
+  const passwords = Object.fromEntries(USERS.map((u) => [u, randomBytes(12).toString('hex')])) as Record<NatsUser, string>;
+  const env = { ...process.env, ...Object.fromEntries(USERS.map((u) => [`BULKHEAD_PW_${u.toUpperCase()}`, passwords[u]])) };
+  let child: ChildProcess | undefined;
+  let output = '';
+
+  const start = async () => {
+    child = spawn(binary, ['-c', NATS_CONFIG, '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+    await waitForPort(port, 10_000);
+  };
+  await start();
+
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    storeDir,
+    passwords,
+    credsFile(user) {
+      const file = join(dir, `${user}.creds`);
+      const name = user === 'controller' || user === 'auditor' ? user : `agent-${user}`;
+      writeFileSync(file, `${name}:${passwords[user]}\n`, { mode: 0o600 });
+      return file;
+    },
+    log: () => output,
+    async stop() {
+      if (child) {
+        child.kill('SIGTERM');
+        await exited(child, 5_000);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+    async kill() {
+      if (child) {
+        child.kill('SIGKILL');
+        await exited(child, 5_000);
+      }
+    },
+    start,
+  };
+}
