@@ -36,10 +36,17 @@ export async function runFrom(plan: Plan, from: string, options: RunOptions = {}
   const signal = options.signal ?? new AbortController().signal;
   const startedAt = new Date();
   const paths = await planPaths(plan, from, options.resolve ?? resolverFor(plan, from), signal);
-  const loader = options.probes ?? PROBES;
   const leakNetworks = Object.entries(plan.environments)
     .filter(([env]) => env !== from)
     .flatMap(([env, e]) => e.networks.map((cidr) => ({ env, cidr })));
+
+  // One listener on the run's signal for all attempts (not one per attempt): aborting the run aborts them all.
+  const inFlight = new Set<AbortController>();
+  const onRunAbort = () => {
+    for (const controller of inFlight) controller.abort(signal.reason);
+  };
+  signal.addEventListener('abort', onRunAbort, { once: true });
+  const probeFor = cachedLoader(options.probes ?? PROBES);
 
   const observations: Observation[] = new Array(paths.length);
   let next = 0;
@@ -53,13 +60,17 @@ export async function runFrom(plan: Plan, from: string, options: RunOptions = {}
       const notBefore = t0 + (schedule.staggerMs * index) / paths.length;
       const wait = notBefore - performance.now();
       if (wait > 1) await sleep(wait, signal);
-      const observation = await attemptPath(path, from, schedule, signal, loader, leakNetworks);
+      const observation = await attemptPath(path, from, schedule, signal, inFlight, probeFor, leakNetworks);
       observations[index] = observation;
       done++;
       options.onObservation?.(observation, done, paths.length);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(schedule.concurrency, paths.length) }, worker));
+  try {
+    await Promise.all(Array.from({ length: Math.min(schedule.concurrency, paths.length) }, worker));
+  } finally {
+    signal.removeEventListener('abort', onRunAbort);
+  }
   return { from, startedAt, finishedAt: new Date(), observations };
 }
 
@@ -68,7 +79,8 @@ async function attemptPath(
   from: string,
   schedule: Schedule,
   runSignal: AbortSignal,
-  loader: ProbeLoader,
+  inFlight: Set<AbortController>,
+  probeFor: (kind: ProbeKind) => Promise<ProbeFn>,
   leakNetworks: readonly { env: string; cidr: string }[],
 ): Promise<Observation> {
   const at = new Date().toISOString();
@@ -85,7 +97,7 @@ async function attemptPath(
     const result = path.decided ?? { outcome: 'error' as const, layer: 'dns' as const, evidence: { detail: 'no address to probe' }, timings: { totalMs: 0 } };
     return { ...base, ...result, attempts: 0 };
   }
-  const probe = (await loader[path.target.probe]()) as ProbeFn;
+  const probe = await probeFor(path.target.probe);
   const request: ProbeRequest = {
     target: path.target,
     address: path.address,
@@ -98,7 +110,7 @@ async function attemptPath(
   let attempts = 0;
   while (attempts < schedule.attempts && !runSignal.aborted) {
     attempts++;
-    const result = await attemptOnce(probe, request, schedule.timeoutMs, runSignal);
+    const result = await attemptOnce(probe, request, schedule.timeoutMs, inFlight);
     // Any open attempt makes the path open; a real blocked answer beats a local error.
     if (result.outcome === 'open') {
       chosen = result;
@@ -112,11 +124,20 @@ async function attemptPath(
   return { ...base, outcome: chosen.outcome, layer: chosen.layer, evidence, timings, attempts };
 }
 
-/** One attempt with its own timeout; the run's cancellation reaches the probe through the same signal. */
-async function attemptOnce(probe: ProbeFn, request: ProbeRequest, timeoutMs: number, runSignal: AbortSignal): Promise<ProbeResult> {
+/** Loads each probe kind once per run instead of awaiting an import() per attempt. */
+function cachedLoader(loader: ProbeLoader): (kind: ProbeKind) => Promise<ProbeFn> {
+  const cache = new Map<ProbeKind, Promise<ProbeFn>>();
+  return (kind) => {
+    let fn = cache.get(kind);
+    if (!fn) cache.set(kind, (fn = loader[kind]() as Promise<ProbeFn>));
+    return fn;
+  };
+}
+
+/** One attempt with its own timeout; the run's cancellation reaches it through `inFlight`. */
+async function attemptOnce(probe: ProbeFn, request: ProbeRequest, timeoutMs: number, inFlight: Set<AbortController>): Promise<ProbeResult> {
   const controller = new AbortController();
-  const onRunAbort = () => controller.abort(runSignal.reason);
-  runSignal.addEventListener('abort', onRunAbort, { once: true });
+  inFlight.add(controller);
   const timer = setTimeout(() => controller.abort(new DOMException('attempt timed out', 'TimeoutError')), timeoutMs);
   try {
     return await probe(request, controller.signal);
@@ -125,7 +146,7 @@ async function attemptOnce(probe: ProbeFn, request: ProbeRequest, timeoutMs: num
     return { outcome: 'error', layer: 'tcp', evidence: { errno: 'PROBE_BUG', detail: String(err).slice(0, 500) }, timings: { totalMs: 0 } };
   } finally {
     clearTimeout(timer);
-    runSignal.removeEventListener('abort', onRunAbort);
+    inFlight.delete(controller);
   }
 }
 

@@ -1,7 +1,7 @@
 // Reading a plan file: YAML or JSON text → validated, frozen Plan, or a PlanError listing every problem.
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { parseDocument } from 'yaml';
+import { createRequire } from 'node:module';
 import type { z } from 'zod';
 import { PlanError } from './errors.js';
 import { crossFieldProblems, PlanSchema, type Plan, type Problem } from './plan.js';
@@ -47,6 +47,8 @@ function parseText(text: string, label: string): unknown {
     }
   }
   // YAML 1.2 core schema: `2027-03-31` stays a string, `on`/`yes` are not booleans.
+  // Loaded on first use: a JSON plan (agents, benchmarks) never pays the YAML parser's memory.
+  const { parseDocument } = createRequire(import.meta.url)('yaml') as typeof import('yaml');
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new PlanError(
