@@ -14,7 +14,7 @@ help:
 	@echo "make demo   run an isolation audit against a local sandbox (prod Postgres, Redis, HTTPS, DNS)"
 	@echo "make test   run the test suite against real servers the tests start themselves"
 	@echo "make build  compile to dist/ so that 'npx bulkhead ...' works"
-	@echo "make bench  run the benchmarks under bench/ (root: uses a network namespace)"
+	@echo "make bench  run the benchmarks under bench/ (root: sweep uses a network namespace)"
 
 # Debian packages, installed only when one is missing (needs root, as on a fresh machine).
 system-deps:
@@ -51,6 +51,8 @@ test: deps typecheck build
 
 bench: deps build
 	node dist/bench/sweep.js
+	node dist/bench/ingest.js
+	node dist/bench/agent-rss.js
 
 clean:
 	rm -rf dist .test-results.json

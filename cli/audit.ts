@@ -4,15 +4,22 @@ import { join } from 'node:path';
 import { runFrom } from '../agent/engine.js';
 import { UsageError } from '../core/errors.js';
 import { parseDurationMs } from '../core/plan.js';
-import { loadPlan } from '../core/plan-load.js';
+import { loadPlan, type LoadedPlan } from '../core/plan-load.js';
 import { renderJunit } from './junit.js';
 import { renderMarkdown, renderTable } from './render.js';
-import { buildReport, exitCodeFor } from './report.js';
+import { fleetAudit } from './fleet-audit.js';
+import { buildReport, exitCodeFor, type AuditReport } from './report.js';
 import { bulkheadVersion } from './version.js';
 
 export interface AuditArgs {
   readonly plan: string;
-  readonly from: string;
+  /** Local mode: the environment this machine acts as. */
+  readonly from?: string;
+  /** Fleet mode: ask the agents over NATS instead of probing from here. */
+  readonly nats?: string;
+  readonly natsCreds?: string;
+  readonly natsCa?: string;
+  readonly deadline?: string;
   readonly format: 'table' | 'json';
   readonly report?: string;
   readonly timeout?: string;
@@ -28,17 +35,47 @@ function positiveInt(name: string, value: string | undefined, max: number): numb
   return n;
 }
 
-/** Runs the audit and returns the exit code (0 sealed, 1 violations, 2 inconclusive). */
-export async function audit(args: AuditArgs, io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WriteStream }, signal: AbortSignal): Promise<number> {
+function duration(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = parseDurationMs(value);
+  if (ms === undefined || ms <= 0) throw new UsageError(`--${name}: expected a duration such as 500ms or 3s, got "${value}"`);
+  return ms;
+}
+
+type AuditIo = { stdout: NodeJS.WritableStream; stderr: NodeJS.WriteStream };
+
+/** Runs the audit, locally or across the fleet, and returns the exit code (0 sealed, 1 violations, 2 inconclusive). */
+export async function audit(args: AuditArgs, io: AuditIo, signal: AbortSignal): Promise<number> {
+  if (args.nats !== undefined && args.from !== undefined) throw new UsageError('--from and --nats exclude each other: audit from this machine, or ask the fleet');
+  if (args.nats === undefined && args.from === undefined) throw new UsageError('audit needs --from ENV (the environment this machine is in) or --nats URL (ask the fleet)');
   const loaded = await loadPlan(args.plan);
+  const progress = io.stderr.isTTY === true;
+  if (args.nats !== undefined) {
+    const deadlineMs = duration('deadline', args.deadline) ?? loaded.plan.schedule.intervalMs;
+    const report = await fleetAudit(
+      loaded,
+      {
+        url: args.nats,
+        ...(args.natsCreds !== undefined ? { credsFile: args.natsCreds } : {}),
+        ...(args.natsCa !== undefined ? { caFile: args.natsCa } : {}),
+        deadlineMs,
+        signal,
+        onProgress: progress ? (text) => io.stderr.write(`\r\x1b[2K${text}`) : undefined,
+      },
+      bulkheadVersion(),
+    );
+    if (progress) io.stderr.write('\r\x1b[2K');
+    return emit(report, args, io);
+  }
+  return auditFromHere(loaded, args.from!, args, io, signal);
+}
+
+async function auditFromHere(loaded: LoadedPlan, from: string, args: AuditArgs, io: AuditIo, signal: AbortSignal): Promise<number> {
   const { plan } = loaded;
-  if (!(args.from in plan.environments)) {
-    throw new UsageError(`--from: unknown environment "${args.from}" (the plan declares: ${Object.keys(plan.environments).join(', ')})`);
+  if (!(from in plan.environments)) {
+    throw new UsageError(`--from: unknown environment "${from}" (the plan declares: ${Object.keys(plan.environments).join(', ')})`);
   }
-  const timeoutMs = args.timeout === undefined ? undefined : parseDurationMs(args.timeout);
-  if (args.timeout !== undefined && (timeoutMs === undefined || timeoutMs <= 0)) {
-    throw new UsageError(`--timeout: expected a duration such as 500ms or 3s, got "${args.timeout}"`);
-  }
+  const timeoutMs = duration('timeout', args.timeout);
   const schedule = {
     ...(timeoutMs !== undefined ? { timeoutMs } : {}),
     ...(args.concurrency !== undefined ? { concurrency: positiveInt('concurrency', args.concurrency, 4096) } : {}),
@@ -46,16 +83,20 @@ export async function audit(args: AuditArgs, io: { stdout: NodeJS.WritableStream
   };
 
   const progress = io.stderr.isTTY === true;
-  const run = await runFrom(plan, args.from, {
+  const run = await runFrom(plan, from, {
     signal,
     schedule,
     onObservation: progress
-      ? (o, done, total) => io.stderr.write(`\r\x1b[2Kprobing from ${args.from}: ${done}/${total} (${o.target} ${o.outcome})`)
+      ? (o, done, total) => io.stderr.write(`\r\x1b[2Kprobing from ${from}: ${done}/${total} (${o.target} ${o.outcome})`)
       : undefined,
   });
   if (progress) io.stderr.write('\r\x1b[2K');
 
-  const report = buildReport(loaded, run, new Date(), bulkheadVersion());
+  return emit(buildReport(loaded, run, new Date(), bulkheadVersion()), args, io);
+}
+
+/** Prints the report and writes the report files; returns the exit code. */
+async function emit(report: AuditReport, args: AuditArgs, io: AuditIo): Promise<number> {
   io.stdout.write(args.format === 'json' ? `${JSON.stringify(report, null, 2)}\n` : `${renderTable(report, args.verbose)}\n`);
   if (args.report !== undefined) {
     await mkdir(args.report, { recursive: true });

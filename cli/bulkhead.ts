@@ -22,6 +22,20 @@ Usage:
       --attempts N          attempts per path; only non-open attempts are retried
       --verbose             list every path in the table output
 
+  bulkhead audit --plan FILE --nats URL [--nats-creds FILE] [--nats-ca FILE] [--deadline DURATION] [options]
+      Ask every live agent of the fleet to run now and gather their results until the deadline
+      (default: the plan's interval). Agents or environments that do not answer are coverage gaps (exit 2).
+
+  bulkhead agent --env ENV --plan FILE --nats URL [--name NAME] [--nats-creds FILE] [--nats-ca FILE]
+                 [--state-dir DIR] [--outbox-max N]
+      Probe the other environments on the plan's schedule and report over NATS JetStream.
+      SIGHUP reloads the plan (an invalid one is refused and the last good one kept); SIGTERM stops.
+
+  bulkhead controller --plan FILE --nats URL [--nats-creds FILE] [--nats-ca FILE]
+                      [--database-url postgres://…] [--listen 127.0.0.1:9470]
+      Consume the agents' results, track every path and finding, persist state and owed notifications,
+      serve the read API. Without --database-url, state is kept in JetStream KV.
+
 Exit codes: 0 sealed, 1 violations, 2 inconclusive (or controls failed), 3 usage or plan error.
 `;
 
@@ -57,20 +71,28 @@ async function main(argv: string[]): Promise<number> {
         concurrency: { type: 'string' },
         attempts: { type: 'string' },
         verbose: { type: 'boolean', default: false },
+        nats: { type: 'string' },
+        'nats-creds': { type: 'string' },
+        'nats-ca': { type: 'string' },
+        deadline: { type: 'string' },
       });
       if (values.plan === undefined) throw new UsageError('audit needs --plan FILE');
-      if (values.from === undefined) throw new UsageError('audit needs --from ENV (the environment this machine is in)');
       if (values.format !== 'table' && values.format !== 'json') throw new UsageError(`--format: expected table or json, got "${values.format}"`);
       const controller = new AbortController();
       const stop = () => controller.abort(new DOMException('interrupted', 'AbortError'));
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
+      const { 'nats-creds': natsCreds, 'nats-ca': natsCa, ...others } = values;
       return audit(
-        { ...values, plan: values.plan, from: values.from, format: values.format, verbose: values.verbose === true } as Parameters<typeof audit>[0],
+        { ...others, natsCreds, natsCa, plan: values.plan, format: values.format, verbose: values.verbose === true } as Parameters<typeof audit>[0],
         { stdout: process.stdout, stderr: process.stderr },
         controller.signal,
       );
     }
+    case 'agent':
+      return (await import('./agent.js')).agentCommand(rest);
+    case 'controller':
+      return (await import('./controller.js')).controllerCommand(rest);
     default:
       throw new UsageError(`unknown command "${command}" (try: bulkhead --help)`);
   }

@@ -47,17 +47,23 @@ function table(rows: readonly string[][]): string {
   return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ').trimEnd()).join('\n');
 }
 
+const GAP_TEXT = {
+  'no-agent': 'no agent of this environment answered, so nothing was verified from it',
+  'no-answer': 'this live agent did not accept the run request',
+  incomplete: 'this agent accepted but its results did not all arrive before the deadline',
+} as const;
+
 const RESULT_TEXT = {
   sealed: 'SEALED: every denied path is blocked and every control is reachable',
   violations: 'NOT SEALED: denied paths are open',
-  inconclusive: 'INCONCLUSIVE: some results prove nothing (see above)',
+  inconclusive: 'INCONCLUSIVE: some results prove nothing, or some environments were not covered (see above)',
 } as const;
 
 /** The terminal rendering: header, matrix, one section per non-passing verdict, summary line. */
 export function renderTable(report: AuditReport, verbose = false): string {
   const out: string[] = [];
   const s = report.summary;
-  out.push(`Bulkhead audit from ${report.from}, plan ${report.plan.path} (sha256 ${report.plan.sha256.slice(0, 12)})`);
+  out.push(`Bulkhead audit from ${report.from === 'fleet' ? `the fleet (${(report.agents ?? []).map((a) => `${a.env}/${a.agent}`).join(', ') || 'no agent answered'})` : report.from}, plan ${report.plan.path} (sha256 ${report.plan.sha256.slice(0, 12)})`);
   out.push('');
   out.push(table(matrixRows(report)).replace(/^/gm, '  '));
   for (const section of SECTIONS) {
@@ -78,7 +84,10 @@ export function renderTable(report: AuditReport, verbose = false): string {
     out.push('', `All paths (${report.observations.length})`);
     out.push(table([['path', 'probe', 'address', 'outcome', 'evidence', 'rule', 'verdict'], ...report.observations.map((o) => [...row(o), o.verdict])]).replace(/^/gm, '  '));
   }
-  if (s.controls.total === 0) out.push('', `Warning: ${report.from} has no targets of its own, so no control proves the probes could reach anything.`);
+  for (const gap of report.coverageGaps ?? []) {
+    out.push('', `Coverage gap: ${gap.env}${gap.agent ? ` agent ${gap.agent}` : ''}: ${GAP_TEXT[gap.reason]}`);
+  }
+  if (s.controls.total === 0 && report.from !== 'fleet') out.push('', `Warning: ${report.from} has no targets of its own, so no control proves the probes could reach anything.`);
   out.push('');
   out.push(
     `${s.paths} paths: ${s.verdicts.pass} pass, ${s.verdicts.violation} violation, ${s.verdicts.inconclusive} inconclusive, ` +
@@ -114,6 +123,12 @@ export function renderMarkdown(report: AuditReport): string {
     const obs = report.observations.filter((o) => o.verdict === section.verdict);
     out.push('', `## ${section.title} (${obs.length})`, '', `${section.why}.`, '');
     if (obs.length > 0) out.push(mdTable([head, ...obs.map(row)]));
+  }
+  if (report.coverageGaps !== undefined) {
+    out.push('', `## Coverage (${report.agents?.length ?? 0} agents answered, ${report.coverageGaps.length} gaps)`, '');
+    if (report.coverageGaps.length > 0) {
+      out.push(mdTable([['environment', 'agent', 'gap'], ...report.coverageGaps.map((g) => [g.env, g.agent ?? '(none)', GAP_TEXT[g.reason]])]));
+    }
   }
   out.push('', '## Exceptions', '');
   if (report.exceptions.length === 0) out.push('No allow rule applies to this environment.');

@@ -30,6 +30,8 @@ export interface PathRecord {
   flapping: boolean;
   /** Consecutive open observations (any agent). */
   openStreak: number;
+  /** Allow paths: consecutive observations (any agent) that found the path not open. */
+  downStreak: number;
   /** Agents that saw the path open during the current incident; each must see it blocked to resolve. */
   openers: string[];
   /** Per opener: consecutive blocked observations since its last open one. */

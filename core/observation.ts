@@ -22,7 +22,7 @@ export const Observation = z.strictObject({
   /** How many attempts were made; only non-open attempts are retried. */
   attempts: z.number().int().min(0).max(10),
   /** ISO-8601 time the first attempt started. */
-  at: z.string().max(40),
+  at: z.iso.datetime(),
 });
 export type Observation = z.infer<typeof Observation>;
 

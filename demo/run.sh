@@ -74,6 +74,13 @@ pids+=($!)
 sleep 0.3
 kill -0 "${pids[-1]}" 2>/dev/null || { echo "error: dnsmasq did not start" >&2; cat "$work/dnsmasq.log" >&2 || true; exit 1; }
 echo "  staging DNS      127.0.20.1:15353  (knows staging.demo only)"
+dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --listen-address=127.0.10.1 --port=15353 \
+  --local=/prod.demo/ --host-record=db.prod.demo,127.0.10.1 --host-record=api.prod.demo,127.0.10.1 \
+  --conf-file=/dev/null --pid-file= --log-facility="$work/dnsmasq-prod.log" &
+pids+=($!)
+sleep 0.3
+kill -0 "${pids[-1]}" 2>/dev/null || { echo "error: dnsmasq (prod) did not start" >&2; exit 1; }
+echo "  prod DNS         127.0.10.1:15353  (knows prod.demo only)"
 echo "  nothing listens on 127.0.10.1:15022 (prod SSH)"
 echo
 
@@ -86,4 +93,48 @@ set -e
 echo
 say "What happened (exit code $code)"
 node dist/demo/explain.js "$REPORT_DIR/report.json"
+echo
+
+# ---------------------------------------------------------------------------------------------------
+# Part 2: the same check, continuously. NATS, the controller and one agent in each environment.
+# ---------------------------------------------------------------------------------------------------
+FLEET_PLAN=examples/fleet.yaml
+NATS_PORT=14222
+API=127.0.0.1:19470
+for hp in 127.0.0.1:$NATS_PORT $API; do
+  if port_busy "${hp%:*}" "${hp#*:}"; then echo "error: $hp is already in use; the demo needs it free" >&2; exit 1; fi
+done
+say "Part 2: the fleet. nats-server with deploy/nats/nats-server.conf, the controller, agents in prod and staging"
+for user in CONTROLLER AUDITOR PROD STAGING DEV MGMT; do export "BULKHEAD_PW_$user=demo-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"; done
+printf 'controller:%s\n' "$BULKHEAD_PW_CONTROLLER" >"$work/controller.creds"
+printf 'auditor:%s\n' "$BULKHEAD_PW_AUDITOR" >"$work/auditor.creds"
+printf 'agent-prod:%s\n' "$BULKHEAD_PW_PROD" >"$work/prod.creds"
+printf 'agent-staging:%s\n' "$BULKHEAD_PW_STAGING" >"$work/staging.creds"
+chmod 600 "$work"/*.creds
+nats-server -c deploy/nats/nats-server.conf -a 127.0.0.1 -p "$NATS_PORT" -sd "$work/js" >"$work/nats.log" 2>&1 &
+pids+=($!)
+wait_port 127.0.0.1 "$NATS_PORT" "nats-server"
+NATS=nats://127.0.0.1:$NATS_PORT
+node dist/cli/bulkhead.js controller --plan "$FLEET_PLAN" --nats "$NATS" --nats-creds "$work/controller.creds" --listen "$API" 2>"$work/controller.log" &
+pids+=($!)
+wait_port 127.0.0.1 "${API#*:}" "the controller's API"
+for env in prod staging; do
+  node dist/cli/bulkhead.js agent --env "$env" --name "$env-1" --plan "$FLEET_PLAN" --nats "$NATS" \
+    --nats-creds "$work/$env.creds" --state-dir "$work/agent-$env" 2>"$work/agent-$env.log" &
+  pids+=($!)
+done
+echo "  nats-server $NATS, controller API http://$API (state in JetStream KV), agents prod-1 and staging-1"
+echo "  plan $FLEET_PLAN: every 5 s each agent probes the other environment; staging can open prod's database"
+echo
+say "Waiting for the controller to see the leak (GET http://$API/v1/findings?status=firing)"
+node dist/demo/watch.js "http://$API" 40
+echo
+say "Asking the whole fleet to run now: bulkhead audit --plan $FLEET_PLAN --nats $NATS --nats-creds auditor.creds"
+echo
+set +e
+node dist/cli/bulkhead.js audit --plan "$FLEET_PLAN" --nats "$NATS" --nats-creds "$work/auditor.creds" --deadline 15s
+code=$?
+set -e
+echo
+echo "Fleet audit exit code $code (1: violations). Logs of every process: $work (removed on exit)."
 exit 0

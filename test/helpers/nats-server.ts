@@ -75,25 +75,45 @@ function exited(child: ChildProcess, timeoutMs: number): Promise<void> {
 export async function startNats(): Promise<NatsServer> {
   const binary = natsBinary();
   if (!binary) throw new Error('nats-server is not installed');
-  const port = await freePort();
+  let port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'bulkhead-nats-'));
   const storeDir = join(dir, 'js');
-  const passwords = Object.fromEntries(USERS.map((u) => [u, randomBytes(12).toString('hex')])) as Record<NatsUser, string>;
+  // A leading letter: nats-server parses $VAR values as config values, and hex such as "7e3f…" reads as a number (parse error).
+  const passwords = Object.fromEntries(USERS.map((u) => [u, `pw${randomBytes(12).toString('hex')}`])) as Record<NatsUser, string>;
   const env = { ...process.env, ...Object.fromEntries(USERS.map((u) => [`BULKHEAD_PW_${u.toUpperCase()}`, passwords[u]])) };
   let child: ChildProcess | undefined;
   let output = '';
 
   const start = async () => {
-    child = spawn(binary, ['-c', NATS_CONFIG, '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    await waitForPort(port, 10_000);
+    const proc = spawn(binary, ['-c', NATS_CONFIG, '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child = proc;
+    proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+    proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+    const died = new Promise<never>((_, reject) =>
+      proc.once('exit', (code, signal) => reject(new Error(`nats-server exited (${code ?? signal}) before listening on ${port}:\n${output.slice(-2000)}`))),
+    );
+    died.catch(() => undefined);
+    await Promise.race([waitForPort(port, 10_000), died]);
   };
-  await start();
+  // The free port can be taken by someone else between freePort() and the server binding it: try another.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await start();
+      break;
+    } catch (err) {
+      if (attempt === 3 || !/address already in use/i.test(output)) throw err;
+      output = '';
+      port = await freePort();
+    }
+  }
 
   return {
-    url: `nats://127.0.0.1:${port}`,
-    port,
+    get url() {
+      return `nats://127.0.0.1:${port}`;
+    },
+    get port() {
+      return port;
+    },
     storeDir,
     passwords,
     credsFile(user) {
