@@ -1,7 +1,7 @@
 // `bulkhead audit --nats URL`: ask every live agent to run now, gather their results until a deadline,
 // and report agents and environments that did not answer as coverage gaps.
 import { randomUUID } from 'node:crypto';
-import { connect, credsAuthenticator, nkeyAuthenticator, usernamePasswordAuthenticator, type NatsConnection } from '@nats-io/transport-node';
+import { connect, credsAuthenticator, errors, nkeyAuthenticator, usernamePasswordAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import type { RunResult } from '../agent/engine.js';
 import type { Observation } from '../core/observation.js';
 import { readNatsCredentials, type NatsCredentials } from '../core/nats-credentials.js';
@@ -86,14 +86,19 @@ export async function fleetAudit(loaded: LoadedPlan, options: FleetAuditOptions,
     const payload = JSON.stringify(request);
     await Promise.all(
       Object.keys(loaded.plan.environments).map(async (env) => {
-        const replies = await nc.requestMany(subjects.run(env), payload, { maxWait: options.acceptMs ?? 2_000 }).catch(() => undefined);
-        if (!replies) return;
-        for await (const reply of replies) {
-          const accepted = parseMessage(RunAccepted, '', reply.data);
-          if (!accepted.ok || accepted.message.requestId !== requestId || accepted.message.env !== env) continue;
-          const m = accepted.message;
-          runs.set(key(m.env, m.agent), { env: m.env, agent: m.agent, cycleId: m.cycleId, chunks: undefined, received: new Map() });
-          options.onProgress?.(`${m.env}/${m.agent} accepted, running cycle ${m.cycleId}`);
+        try {
+          const replies = await nc.requestMany(subjects.run(env), payload, { maxWait: options.acceptMs ?? 2_000 });
+          for await (const reply of replies) {
+            const accepted = parseMessage(RunAccepted, '', reply.data);
+            if (!accepted.ok || accepted.message.requestId !== requestId || accepted.message.env !== env) continue;
+            const m = accepted.message;
+            runs.set(key(m.env, m.agent), { env: m.env, agent: m.agent, cycleId: m.cycleId, chunks: undefined, received: new Map() });
+            options.onProgress?.(`${m.env}/${m.agent} accepted, running cycle ${m.cycleId}`);
+          }
+        } catch (err) {
+          // No responders: no agent of this environment is listening. It becomes a coverage gap below.
+          const noResponders = err instanceof errors.NoRespondersError || (err instanceof errors.RequestError && err.isNoResponders());
+          if (!noResponders) throw err;
         }
       }),
     );
