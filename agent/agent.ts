@@ -149,6 +149,7 @@ export class Agent {
       outbox: { pending: this.outbox.pending, dropped: this.outbox.dropped, max: this.outbox.maxEntries },
     });
     if (this.outbox.pending > 0) this.#log('info', 'outbox holds entries from a previous run; sending them first', { pending: this.outbox.pending });
+    this.#warnWithoutControls();
     this.#link.subscribe(subjects.run(this.env), (msg) => this.#onRunRequest(msg));
     this.#link.onConnect(() => this.#sendHeartbeat());
     // A fleet restarted at once should not probe in lockstep: the first cycle waits a random part of the jitter.
@@ -160,6 +161,12 @@ export class Agent {
       signal: this.#publisherStop.signal,
       ackTimeoutMs: this.#o.ackTimeoutMs ?? 5000,
     });
+  }
+
+  #warnWithoutControls(): void {
+    if (this.#plan.plan.targets.some((t) => t.env === this.env)) return;
+    // SPEC §3 rule 4: without a control that must succeed, a blocked result cannot be told from a broken prober.
+    this.#log('warn', `the plan has no control targets in ${this.env}: blocked results from this agent prove little`, { planSha256: this.#plan.sha256 });
   }
 
   async #schedule(): Promise<void> {
@@ -200,7 +207,7 @@ export class Agent {
     const loaded = this.#plan;
     const { plan } = loaded;
     const signal = AbortSignal.any([this.#stop.signal, cycle.controller.signal]);
-    // The engine listens on it once per attempt in flight and once per staggered worker.
+    // The engine listens on it once per run, plus once per worker waiting out the stagger and per name lookup.
     setMaxListeners(2 * plan.schedule.concurrency + 16, signal);
     // Spread the cycle's starts over the stagger window (controls come first, so they start first).
     const staggerMs = plan.schedule.staggerMs > 0 ? plan.schedule.staggerMs : Math.floor(plan.schedule.intervalMs / 2);
@@ -321,6 +328,7 @@ export class Agent {
     this.#nextAt = Math.min(this.#nextAt, Date.now() + this.#jitteredInterval());
     this.#wake?.();
     this.#log('info', 'plan reloaded', { planSha256: loaded.sha256, previous, intervalMs: loaded.plan.schedule.intervalMs });
+    this.#warnWithoutControls();
     this.#sendHeartbeat();
     return true;
   }
