@@ -10,7 +10,7 @@ import type { NatsCredentials } from '../core/nats-credentials.js';
 import type { Observation } from '../core/observation.js';
 import { loadPlan, type LoadedPlan } from '../core/plan-load.js';
 import { evaluateRun } from '../core/policy.js';
-import { Heartbeat, MAX_MESSAGE_BYTES, MAX_OBSERVATIONS_PER_MESSAGE, ResultBatch, RunAccepted, RunRequest, subjects, type Parsed } from '../core/wire.js';
+import { Heartbeat, MAX_MESSAGE_BYTES, MAX_OBSERVATIONS_PER_MESSAGE, parseMessage, ResultBatch, RunAccepted, RunRequest, subjects } from '../core/wire.js';
 import { bulkheadVersion } from '../cli/version.js';
 import { runFrom } from './engine.js';
 import { describeError, NatsLink, publishOutbox, redactUrl, type Inbound } from './nats-link.js';
@@ -256,7 +256,7 @@ export class Agent {
   }
 
   #onRunRequest(msg: Inbound): void {
-    const parsed = parseRunRequest(msg.data);
+    const parsed = parseMessage(RunRequest, msg.subject, msg.data);
     if (!parsed.ok) {
       this.#invalidRequests++;
       this.#log('warn', 'run request dropped', { reason: parsed.reason, detail: parsed.detail, dropped: this.#invalidRequests });
@@ -446,26 +446,6 @@ export function buildBatches(header: BatchHeader, observations: readonly Observa
     out.push({ id: checked.data.id, payload: JSON.stringify(checked.data) });
   });
   return out;
-}
-
-/**
- * Size cap, JSON, schema: parseMessage's rules. (parseMessage itself only accepts schemas with env/agent
- * fields, which a RunRequest lacks: the request's env is its subject.)
- */
-function parseRunRequest(data: Uint8Array): Parsed<RunRequest> {
-  if (data.byteLength > MAX_MESSAGE_BYTES) return { ok: false, reason: 'oversized', detail: `${data.byteLength} bytes > ${MAX_MESSAGE_BYTES}` };
-  let raw: unknown;
-  try {
-    raw = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'));
-  } catch (error) {
-    return { ok: false, reason: 'not-json', detail: (error as Error).message.slice(0, 200) };
-  }
-  const result = RunRequest.safeParse(raw);
-  if (!result.success) {
-    const first = result.error.issues[0];
-    return { ok: false, reason: 'schema', detail: first ? `${first.path.join('.') || '(root)'}: ${first.message}`.slice(0, 300) : 'invalid' };
-  }
-  return { ok: true, message: result.data };
 }
 
 /** One agent per state directory: two would send each other's outbox and fight over deletions. */

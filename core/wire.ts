@@ -5,7 +5,7 @@ import { Observation } from './observation.js';
 
 /** NATS's default max_payload; messages above it are refused by the server anyway. */
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
-/** Observations per result message: keeps a message well under the cap (an observation is ≤ ~2 KB). */
+/** Observations per result message at most; the agent also splits by serialised size (DNS evidence can be large). */
 export const MAX_OBSERVATIONS_PER_MESSAGE = 400;
 
 const Name = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/);
@@ -94,13 +94,10 @@ export type Parsed<T> = { readonly ok: true; readonly message: T } | { readonly 
 
 /**
  * Parses one message: size cap, JSON, schema, and for subjects of the form bulkhead.<kind>.<env>.<agent>
- * that the subject's env and agent are the payload's (a mismatch is `impersonation`).
+ * that the subject's env and agent are the payload's (a mismatch is `impersonation`). Messages without
+ * env/agent fields (run requests, whose environment is their subject) skip that last check.
  */
-export function parseMessage<S extends z.ZodType<{ env?: string; agent?: string }>>(
-  schema: S,
-  subject: string,
-  data: Uint8Array,
-): Parsed<z.infer<S>> {
+export function parseMessage<S extends z.ZodType>(schema: S, subject: string, data: Uint8Array): Parsed<z.infer<S>> {
   if (data.byteLength > MAX_MESSAGE_BYTES) return { ok: false, reason: 'oversized', detail: `${data.byteLength} bytes > ${MAX_MESSAGE_BYTES}` };
   let raw: unknown;
   try {
@@ -113,7 +110,7 @@ export function parseMessage<S extends z.ZodType<{ env?: string; agent?: string 
     const first = result.error.issues[0];
     return { ok: false, reason: 'schema', detail: first ? `${first.path.join('.') || '(root)'}: ${first.message}`.slice(0, 300) : 'invalid' };
   }
-  const message = result.data as z.infer<S>;
+  const message = result.data as z.infer<S> & { env?: string; agent?: string };
   const parts = parseSubject(subject);
   if (parts && (message.env !== undefined || message.agent !== undefined)) {
     if (message.env !== parts.env || message.agent !== parts.agent) {
