@@ -51,6 +51,16 @@ function expected(state: ControllerState): Snapshot {
 }
 const sorted = (s: Snapshot): Snapshot => ({ ...s, paths: byKey(s.paths), findings: byKey(s.findings), agents: byKey(s.agents), outbox: byKey(s.outbox) });
 
+/** Expects a sorted, loaded snapshot to hold the paths, findings, agents and counters of `state`, at `streamSeq` (not the outbox). */
+function expectLoaded(loaded: Snapshot, state: ControllerState, streamSeq: number): void {
+  const want = expected(state);
+  expect(loaded.paths).toEqual(want.paths);
+  expect(loaded.findings).toEqual(want.findings);
+  expect(loaded.agents).toEqual(want.agents);
+  expect(loaded.checkpoint).toEqual({ streamSeq });
+  expect(loaded.counters).toEqual(want.counters);
+}
+
 describe('values made safe for PostgreSQL', () => {
   it.each([
     ['2026-11-22T12:00:00.123Z', '2026-11-22T12:00:00.123Z'],
@@ -90,6 +100,22 @@ describe.skipIf(postgresMissing())('PostgresStore', () => {
     await admin.query(`CREATE DATABASE ${db}`);
     return db;
   };
+  /** A store on `db` that has loaded (migrated the schema, taken the writer lock). */
+  const openStore = async (db: string, opts: { lockWaitMs?: number } = {}) => {
+    const store = new PostgresStore({ url: url(db), ...opts });
+    await store.load();
+    return store;
+  };
+  /** Runs one statement on its own connection to `db`, as another client would, and returns the rows. */
+  const query = async (db: string, sql: string) => {
+    const client = new pg.Client({ connectionString: url(db) });
+    await client.connect();
+    try {
+      return (await client.query(sql)).rows;
+    } finally {
+      await client.end();
+    }
+  };
 
   beforeAll(async () => {
     server = await startPostgres({ hba: HBA });
@@ -115,28 +141,17 @@ describe.skipIf(postgresMissing())('PostgresStore', () => {
 
     const again = new PostgresStore({ url: url(db) });
     const loaded = sorted(await again.load());
-    const want = expected(state);
-    expect(loaded.paths).toEqual(want.paths);
-    expect(loaded.findings).toEqual(want.findings);
-    expect(loaded.agents).toEqual(want.agents);
-    expect(loaded.checkpoint).toEqual({ streamSeq: 40 });
-    expect(loaded.counters).toEqual(want.counters);
-    expect(loaded.outbox).toEqual(want.outbox);
+    expectLoaded(loaded, state, 40);
+    expect(loaded.outbox).toEqual(expected(state).outbox);
     await again.close();
 
-    const rows = await new pg.Client({ connectionString: url(db) });
-    await rows.connect();
-    const count = await rows.query('SELECT count(*)::int AS n FROM bulkhead.observations');
-    expect(count.rows[0].n).toBe(40 * 12);
-    const versions = await rows.query('SELECT version FROM bulkhead.schema_migrations');
-    expect(versions.rows).toEqual([{ version: 1 }]);
-    await rows.end();
+    expect(await query(db, 'SELECT count(*)::int AS n FROM bulkhead.observations')).toEqual([{ n: 40 * 12 }]);
+    expect(await query(db, 'SELECT version FROM bulkhead.schema_migrations')).toEqual([{ version: 1 }]);
   });
 
   it('a commit that fails half-way leaves nothing of itself behind', async () => {
     const db = await freshDb();
-    const store = new PostgresStore({ url: url(db) });
-    await store.load();
+    const store = await openStore(db);
     const state = emptyState();
     await store.commit(commitOf(state, 0, 10));
     const good = commitOf(state, 10, 20);
@@ -144,9 +159,7 @@ describe.skipIf(postgresMissing())('PostgresStore', () => {
     const bad: Commit = { ...good, history: [...good.history.slice(0, -1), { ...good.history.at(-1)!, agent: null as unknown as string }] };
     await expect(store.commit(bad)).rejects.toThrow(/null value/);
 
-    const check = new pg.Client({ connectionString: url(db) });
-    await check.connect();
-    const one = async (sql: string) => (await check.query(sql)).rows[0];
+    const one = async (sql: string) => (await query(db, sql))[0];
     expect(await one('SELECT stream_seq::int AS s FROM bulkhead.checkpoint')).toEqual({ s: 10 });
     expect(await one('SELECT count(*)::int AS n FROM bulkhead.observations')).toEqual({ n: 10 * 12 });
     expect(await one(`SELECT count(*)::int AS n FROM bulkhead.observations WHERE stream_seq > 10`)).toEqual({ n: 0 });
@@ -157,78 +170,58 @@ describe.skipIf(postgresMissing())('PostgresStore', () => {
     await store.commit(good);
     expect(await one('SELECT stream_seq::int AS s FROM bulkhead.checkpoint')).toEqual({ s: 20 });
     expect(await one('SELECT count(*)::int AS n FROM bulkhead.observations')).toEqual({ n: 20 * 12 });
-    await check.end();
     await store.close();
   });
 
   it('history is idempotent: the same rows committed again add nothing', async () => {
     const db = await freshDb();
-    const first = new PostgresStore({ url: url(db) });
-    await first.load();
-    const state = emptyState();
-    const commit = commitOf(state, 0, 8);
+    const first = await openStore(db);
+    const commit = commitOf(emptyState(), 0, 8);
     await first.commit(commit);
     await first.close();
-    const second = new PostgresStore({ url: url(db) });
-    await second.load();
+    const second = await openStore(db);
     await second.commit(commit);
     await second.commit(commit);
     await second.close();
-    const check = new pg.Client({ connectionString: url(db) });
-    await check.connect();
-    const counts = await check.query(
+    const counts = await query(
+      db,
       `SELECT (SELECT count(*) FROM bulkhead.observations)::int AS o, (SELECT count(*) FROM bulkhead.transitions)::int AS t, (SELECT count(*) FROM bulkhead.outbox)::int AS n`,
     );
-    expect(counts.rows[0]).toEqual({ o: 8 * 12, t: commit.effects.transitions.length, n: commit.effects.notifications.length });
+    expect(counts).toEqual([{ o: 8 * 12, t: commit.effects.transitions.length, n: commit.effects.notifications.length }]);
     expect(commit.effects.transitions.length).toBeGreaterThan(0);
-    await check.end();
   });
 
   it('refuses a second controller on the same database, and a concurrent writer', async () => {
     const db = await freshDb();
-    const a = new PostgresStore({ url: url(db) });
-    await a.load();
+    const a = await openStore(db);
     const b = new PostgresStore({ url: url(db), lockWaitMs: 300 });
     await expect(b.load()).rejects.toMatchObject({ code: 'STORE_LOCKED' });
     await b.close();
     await a.close();
-    const c = new PostgresStore({ url: url(db), lockWaitMs: 300 });
-    await c.load();
+    const c = await openStore(db, { lockWaitMs: 300 });
     // A writer that bypassed the lock (moved the revision) makes the next commit fail instead of overwriting.
-    const other = new pg.Client({ connectionString: url(db) });
-    await other.connect();
-    await other.query('UPDATE bulkhead.checkpoint SET revision = revision + 1');
-    await other.end();
+    await query(db, 'UPDATE bulkhead.checkpoint SET revision = revision + 1');
     await expect(c.commit(commitOf(emptyState(), 0, 1))).rejects.toMatchObject({ code: 'STORE_CONFLICT' });
     await c.close();
   });
 
   it('stores agent strings jsonb refuses (NUL, lone surrogates) and times that are not times', async () => {
     const db = await freshDb();
-    const store = new PostgresStore({ url: url(db) });
-    await store.load();
-    const state = emptyState();
-    const commit = commitOf(state, 0, 1);
+    const store = await openStore(db);
+    const commit = commitOf(emptyState(), 0, 1);
     const row = commit.history[0]!;
     const nasty = { ...row, id: 'nasty#0', observation: { ...row.observation, at: 'yesterday', evidence: { detail: 'a\u0000b\ud800c \\u0000 literal' } } };
     await store.commit({ ...commit, history: [...commit.history, nasty] });
-    const check = new pg.Client({ connectionString: url(db) });
-    await check.connect();
-    const got = await check.query(`SELECT at, data->'evidence'->>'detail' AS detail FROM bulkhead.observations WHERE id = 'nasty#0'`);
-    expect(got.rows[0]).toEqual({ at: null, detail: 'a\ufffdb\ufffdc \\u0000 literal' });
-    await check.end();
+    const got = await query(db, `SELECT at, data->'evidence'->>'detail' AS detail FROM bulkhead.observations WHERE id = 'nasty#0'`);
+    expect(got).toEqual([{ at: null, detail: 'a\ufffdb\ufffdc \\u0000 literal' }]);
     await store.close();
   });
 
   it('refuses a database whose schema is newer than the controller', async () => {
     const db = await freshDb();
-    const store = new PostgresStore({ url: url(db) });
-    await store.load();
+    const store = await openStore(db);
     await store.close();
-    const other = new pg.Client({ connectionString: url(db) });
-    await other.connect();
-    await other.query(`INSERT INTO bulkhead.schema_migrations (version, name) VALUES (99, 'from the future')`);
-    await other.end();
+    await query(db, `INSERT INTO bulkhead.schema_migrations (version, name) VALUES (99, 'from the future')`);
     const again = new PostgresStore({ url: url(db) });
     await expect(again.load()).rejects.toMatchObject({ code: 'STORE_SCHEMA' });
     await again.close();
@@ -263,12 +256,7 @@ describe.skipIf(natsMissing())('KvStore', () => {
     await store.markDelivered(owed.slice(0, 1), new Date().toISOString());
 
     const loaded = sorted(await new KvStore(nc, { bucket: name }).load());
-    const want = expected(state);
-    expect(loaded.paths).toEqual(want.paths);
-    expect(loaded.findings).toEqual(want.findings);
-    expect(loaded.agents).toEqual(want.agents);
-    expect(loaded.checkpoint).toEqual({ streamSeq: 40 });
-    expect(loaded.counters).toEqual(want.counters);
+    expectLoaded(loaded, state, 40);
     expect(loaded.outbox.map((x) => x.id)).toContain(owed[1]);
     expect(loaded.outbox.map((x) => x.id)).not.toContain(owed[0]);
   });

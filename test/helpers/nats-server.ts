@@ -3,11 +3,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './free-port.js';
 import { findExecutable, unavailable } from './need.js';
+import { portAccepts, stopChild } from './process.js';
 
 export const NATS_CONFIG = join(import.meta.dirname, '../../deploy/nats/nats-server.conf');
 const USERS = ['controller', 'auditor', 'prod', 'staging', 'dev', 'mgmt'] as const;
@@ -39,36 +39,13 @@ function natsBinary(): string | undefined {
   return findExecutable('nats-server', ['/usr/sbin', '/usr/bin', '/usr/local/bin']);
 }
 
-function waitForPort(port: number, timeoutMs: number): Promise<void> {
+/** Polls a TCP connect to the port every 50 ms until it succeeds; rejects after `timeoutMs`. */
+async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const attempt = () => {
-      const socket = net.connect({ host: '127.0.0.1', port });
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve();
-      });
-      socket.once('error', () => {
-        socket.destroy();
-        if (Date.now() > deadline) reject(new Error(`nats-server did not listen on ${port} within ${timeoutMs} ms`));
-        else setTimeout(attempt, 50);
-      });
-    };
-    attempt();
-  });
-}
-
-function exited(child: ChildProcess, timeoutMs: number): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
+  while (!(await portAccepts(port))) {
+    if (Date.now() > deadline) throw new Error(`nats-server did not listen on ${port} within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** Starts nats-server with the deploy/ configuration. */
@@ -124,17 +101,11 @@ export async function startNats(): Promise<NatsServer> {
     },
     log: () => output,
     async stop() {
-      if (child) {
-        child.kill('SIGTERM');
-        await exited(child, 5_000);
-      }
+      if (child) await stopChild(child, 'SIGTERM', 5_000);
       rmSync(dir, { recursive: true, force: true });
     },
     async kill() {
-      if (child) {
-        child.kill('SIGKILL');
-        await exited(child, 5_000);
-      }
+      if (child) await stopChild(child, 'SIGKILL', 5_000);
     },
     start,
   };

@@ -2,11 +2,11 @@
 // on a free loopback port, stopped by its pid. Runs as the `postgres` user when we are root (initdb refuses root).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, chownSync, constants, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findExecutable, unavailable } from './need.js';
 import { freePort } from './free-port.js';
+import { portAccepts, stopChild } from './process.js';
 
 export interface PostgresOptions {
   /** The whole pg_hba.conf. */
@@ -114,7 +114,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<PostgresServ
         await waitUntilReady(child, port, stderr);
       } catch (err) {
         lastError = err;
-        await stopChild(child);
+        await stopPostgres(child);
         continue;
       }
       return {
@@ -122,7 +122,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<PostgresServ
         dataDir,
         log: () => stderr.join(''),
         stop: async () => {
-          await stopChild(child);
+          await stopPostgres(child);
           rmSync(dir, { recursive: true, force: true });
         },
       };
@@ -159,39 +159,11 @@ async function waitUntilReady(child: ChildProcess, port: number, stderr: string[
     if (child.exitCode !== null || child.signalCode !== null) {
       throw new Error(`postgres exited (${child.exitCode ?? child.signalCode}) before accepting connections:\n${stderr.join('')}`);
     }
-    if (stderr.join('').includes('ready to accept connections') && (await accepts(port))) return;
+    if (stderr.join('').includes('ready to accept connections') && (await portAccepts(port))) return;
     await sleep(50);
   }
   throw new Error(`postgres did not accept connections on 127.0.0.1:${port} within 20 s:\n${stderr.join('')}`);
 }
 
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), 1000);
-    socket.once('error', () => done(false));
-    socket.once('connect', () => done(true));
-  });
-}
-
 /** Fast shutdown (SIGINT: disconnect clients, no checkpoint wait) by pid, SIGKILL after 10 s. */
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const signal = (name: NodeJS.Signals) => {
-    try {
-      if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) process.kill(child.pid, name);
-    } catch {
-      // already gone
-    }
-  };
-  signal('SIGINT');
-  const killer = setTimeout(() => signal('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(killer);
-}
+const stopPostgres = (child: ChildProcess) => stopChild(child, 'SIGINT', 10_000);

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findExecutable, unavailable } from './need.js';
 import { freePort } from './free-port.js';
+import { stopChild } from './process.js';
 import { selfSignedCert } from './tls-cert.js';
 
 export interface RedisServer {
@@ -54,14 +55,14 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
       await waitForPing(child, port, output, opts.tls === true);
     } catch (err) {
       lastError = err;
-      await stopChild(child);
+      await stopChild(child, 'SIGTERM', 5_000);
       continue;
     }
     return {
       port,
       log: () => output.join(''),
       stop: async () => {
-        await stopChild(child);
+        await stopChild(child, 'SIGTERM', 5_000);
         rmSync(dir, { recursive: true, force: true });
       },
     };
@@ -101,21 +102,4 @@ function answersPing(port: number, overTls: boolean): Promise<boolean> {
     socket.once('data', (data) => done(data[0] === 0x2b || data[0] === 0x2d));
     socket.once('close', () => done(false));
   });
-}
-
-/** SIGTERM by pid, SIGKILL after 5 s. */
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const signal = (name: NodeJS.Signals) => {
-    try {
-      if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) process.kill(child.pid, name);
-    } catch {
-      // already gone
-    }
-  };
-  signal('SIGTERM');
-  const killer = setTimeout(() => signal('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(killer);
 }

@@ -1,11 +1,11 @@
 import net from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProbeResult } from '../../core/outcome.js';
 import type { TargetOf } from '../../core/plan.js';
 import { probePostgres } from '../../probes/postgres.js';
 import { freePort } from '../helpers/free-port.js';
+import { fakeServer, replyOnData } from '../helpers/listen.js';
 import { postgresMissing, startPostgres, type PostgresOptions, type PostgresServer } from '../helpers/postgres-server.js';
 import { redisMissing, startRedis, type RedisServer } from '../helpers/redis-server.js';
 
@@ -23,33 +23,6 @@ async function probe(port: number, mode: Mode, signal: AbortSignal = AbortSignal
   expect(ProbeResult.safeParse(result).error).toBeUndefined();
   return { result, elapsedMs };
 }
-
-/** A Node server on 127.0.0.1:0 that hands each connection to `onConnection`; close() also drops live sockets. */
-async function fakeServer(onConnection: (socket: net.Socket) => void) {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('error', () => {});
-    socket.on('close', () => sockets.delete(socket));
-    onConnection(socket);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
-
-/** Answers whatever arrives first with `reply`, then optionally hangs up. */
-const replyOnData = (reply: Buffer | string, hangUp: boolean) => (socket: net.Socket) =>
-  socket.once('data', () => (hangUp ? socket.end(reply) : socket.write(reply)));
 
 /** A protocol-3 ErrorResponse: S, V, C, M fields. */
 function errorResponse(severity: string, sqlstate: string, message: string): Buffer {

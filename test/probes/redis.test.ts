@@ -1,12 +1,11 @@
 import net from 'node:net';
-import tls from 'node:tls';
-import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProbeResult } from '../../core/outcome.js';
 import type { TargetOf } from '../../core/plan.js';
 import { probeRedis } from '../../probes/redis.js';
 import { freePort } from '../helpers/free-port.js';
+import { fakeServer, replyOnData } from '../helpers/listen.js';
 import { postgresMissing, startPostgres, type PostgresServer } from '../helpers/postgres-server.js';
 import { redisMissing, startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { openssl, selfSignedCert } from '../helpers/tls-cert.js';
@@ -26,34 +25,6 @@ async function probe(port: number, opts: { tls?: boolean; host?: string; signal?
   expect(ProbeResult.safeParse(result).error).toBeUndefined();
   return { result, elapsedMs };
 }
-
-/** A Node (or Node TLS) server on 127.0.0.1:0 that hands each connection to `onConnection`. */
-async function fakeServer(onConnection: (socket: net.Socket) => void, secure?: { key: string; cert: string }) {
-  const sockets = new Set<net.Socket>();
-  const handle = (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.on('error', () => {});
-    socket.on('close', () => sockets.delete(socket));
-    onConnection(socket);
-  };
-  const server = secure ? tls.createServer(secure, handle) : net.createServer(handle);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
-
-/** Answers the first thing received with `reply`, then optionally hangs up. */
-const replyOnData = (reply: string, hangUp = false) => (socket: net.Socket) =>
-  socket.once('data', () => (hangUp ? socket.end(reply) : socket.write(reply)));
 
 const redisSkip = redisMissing();
 

@@ -1,13 +1,14 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProbeResult } from '../../core/outcome.js';
 import type { TargetOf } from '../../core/plan.js';
 import { probeTcp } from '../../probes/tcp.js';
 import { python3, startBlackhole, type Blackhole } from '../helpers/blackhole.js';
+import { freePort } from '../helpers/free-port.js';
+import { listen, noConnectionsWithin, stop } from '../helpers/listen.js';
 import { unavailable } from '../helpers/need.js';
 import { openssl, selfSignedCert } from '../helpers/tls-cert.js';
 
@@ -15,47 +16,6 @@ const TIMEOUT_MS = 300;
 
 function target(port: number, extra: Partial<TargetOf<'tcp'>> = {}): TargetOf<'tcp'> {
   return { name: 'svc', env: 'prod', probe: 'tcp', port, tls: false, ...extra };
-}
-
-const accepted = new WeakMap<net.Server, Set<net.Socket>>();
-
-/** Listens on 127.0.0.1:0 and tracks accepted sockets so `stop` can end them. */
-async function listen(server: net.Server): Promise<number> {
-  const sockets = new Set<net.Socket>();
-  accepted.set(server, sockets);
-  server.on('connection', (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  return (server.address() as AddressInfo).port;
-}
-
-function stop(server: net.Server): Promise<void> {
-  for (const socket of accepted.get(server) ?? []) socket.destroy();
-  return new Promise((resolve) => server.close(() => resolve()));
-}
-
-/** Waits until the server holds no connection (the probe hung up), or fails after `ms`. */
-async function noConnectionsWithin(server: net.Server, ms: number): Promise<void> {
-  const deadline = performance.now() + ms;
-  for (;;) {
-    const count = await new Promise<number>((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
-    if (count === 0) return;
-    if (performance.now() > deadline) throw new Error(`server still holds ${count} connection(s) after ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-/** A port nothing listens on: bind one, then let it go. */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  const port = await listen(server);
-  await stop(server);
-  return port;
 }
 
 /** Runs the probe and checks the result against the strict schema, so stray evidence fields fail the test. */
