@@ -2,7 +2,7 @@
 // here (open); a resolver saying no is `unresolved`; a resolver we could not ask at all proves nothing (`error`).
 import { performance } from 'node:perf_hooks';
 import { NetworkIndex } from '../core/net.js';
-import type { DnsAnswer, Evidence, Outcome, ProbeResult } from '../core/outcome.js';
+import type { DnsAnswer, Evidence, Outcome } from '../core/outcome.js';
 import { round } from './connect.js';
 import { queryDns, type DnsQueryResult } from './dns-query.js';
 import type { ProbeFn, ProbeRequest } from './types.js';

@@ -1,7 +1,7 @@
 // The real controller process, SIGKILLed at random instants while results stream in and restarted each time,
 // must end in exactly the state of one uninterrupted run over the same stream: paths, findings, owed
 // notifications, counters and history, nothing lost and nothing applied twice.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
