@@ -1,8 +1,6 @@
 // The agent's only door to NATS: one long-lived connection (re-created if the client ever gives up),
 // JetStream publishes that resolve to a classified outcome instead of throwing, and the publisher loop
 // that moves the outbox to the server in order, deleting an entry only once its PubAck arrived.
-import { isIP } from 'node:net';
-import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { jetstream, JetStreamApiError, type JetStreamClient } from '@nats-io/jetstream';
 import {
   AuthorizationError,
@@ -10,18 +8,15 @@ import {
   connect,
   ConnectionError,
   DrainingConnectionError,
-  jwtAuthenticator,
-  nkeyAuthenticator,
   PermissionViolationError,
   RequestError,
   TimeoutError,
-  usernamePasswordAuthenticator,
-  type Authenticator,
   type Msg,
   type NatsConnection,
   type NodeConnectionOptions,
 } from '@nats-io/transport-node';
 import type { NatsCredentials } from '../core/nats-credentials.js';
+import { securityOptions } from '../core/nats-options.js';
 import type { Logger } from './agent.js';
 import type { Outbox } from './outbox.js';
 
@@ -187,9 +182,7 @@ export class NatsLink {
       // Spread a fleet's reconnects after a server restart.
       reconnectJitter: 1000,
     };
-    if (credentials) options.authenticator = authenticatorFor(credentials);
-    if (caFile !== undefined) options.tls = tlsOptions(caFile, servers[0]);
-    return options;
+    return { ...options, ...securityOptions(servers.join(','), credentials, caFile) };
   }
 
   #attach(nc: NatsConnection): void {
@@ -340,36 +333,6 @@ function classify(error: unknown): PublishFailure {
   if (error instanceof Error && error.cause instanceof RequestError && error.cause.isNoResponders()) return 'no-stream';
   if (error instanceof Error && error.cause instanceof PermissionViolationError) return 'permission';
   return 'other';
-}
-
-function authenticatorFor(credentials: NatsCredentials): Authenticator {
-  const bytes = (text: string) => new TextEncoder().encode(text);
-  switch (credentials.kind) {
-    case 'user-password':
-      return usernamePasswordAuthenticator(credentials.user, credentials.password);
-    case 'nkey':
-      return nkeyAuthenticator(bytes(credentials.seed));
-    case 'creds':
-      return jwtAuthenticator(credentials.jwt, bytes(credentials.seed));
-  }
-}
-
-/**
- * TLS verified against `caFile`. For an IP address the client sends no server name and Node would check the
- * certificate against "localhost"; check it against the address actually dialled instead.
- */
-function tlsOptions(caFile: string, firstServer: string | undefined): NonNullable<NodeConnectionOptions['tls']> {
-  const host = firstServer === undefined ? undefined : hostOf(firstServer);
-  if (host === undefined || isIP(host) === 0) return { caFile };
-  return { caFile, checkServerIdentity: (_name: string, cert: PeerCertificate) => checkServerIdentity(host, cert) } as NonNullable<NodeConnectionOptions['tls']>;
-}
-
-function hostOf(server: string): string | undefined {
-  try {
-    return new URL(server.includes('://') ? server : `nats://${server}`).hostname.replace(/^\[|\]$/g, '');
-  } catch {
-    return undefined;
-  }
 }
 
 /** The URL without any user:password part, for logs. */

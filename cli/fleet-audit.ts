@@ -1,10 +1,11 @@
 // `bulkhead audit --nats URL`: ask every live agent to run now, gather their results until a deadline,
 // and report agents and environments that did not answer as coverage gaps.
 import { randomUUID } from 'node:crypto';
-import { connect, credsAuthenticator, errors, nkeyAuthenticator, usernamePasswordAuthenticator, type NatsConnection } from '@nats-io/transport-node';
+import { connect, errors, type NatsConnection } from '@nats-io/transport-node';
 import type { RunResult } from '../agent/engine.js';
 import type { Observation } from '../core/observation.js';
-import { readNatsCredentials, type NatsCredentials } from '../core/nats-credentials.js';
+import { readNatsCredentials } from '../core/nats-credentials.js';
+import { securityOptions } from '../core/nats-options.js';
 import type { LoadedPlan } from '../core/plan-load.js';
 import { Heartbeat, parseMessage, ResultBatch, RunAccepted, subjects, type RunRequest } from '../core/wire.js';
 import { buildReport, type AuditReport, type CoverageGap } from './report.js';
@@ -29,18 +30,6 @@ interface AgentRun {
   readonly received: Map<number, ResultBatch>;
 }
 
-function authenticator(credentials: NatsCredentials | undefined) {
-  if (!credentials) return undefined;
-  switch (credentials.kind) {
-    case 'user-password':
-      return usernamePasswordAuthenticator(credentials.user, credentials.password);
-    case 'nkey':
-      return nkeyAuthenticator(new TextEncoder().encode(credentials.seed));
-    case 'creds':
-      return credsAuthenticator(new TextEncoder().encode(`-----BEGIN NATS USER JWT-----\n${credentials.jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n${credentials.seed}\n------END USER NKEY SEED------\n`));
-  }
-}
-
 const key = (env: string, agent: string) => `${env}/${agent}`;
 
 /** Runs a fleet audit and returns the report; agents run the plan they have, judged against this plan. */
@@ -49,8 +38,7 @@ export async function fleetAudit(loaded: LoadedPlan, options: FleetAuditOptions,
   const nc: NatsConnection = await connect({
     servers: options.url,
     name: 'bulkhead-audit',
-    authenticator: authenticator(credentials),
-    ...(options.caFile ? { tls: { caFile: options.caFile } } : {}),
+    ...securityOptions(options.url, credentials, options.caFile),
     maxReconnectAttempts: 3,
   });
   const requestId = randomUUID();

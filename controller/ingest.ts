@@ -1,7 +1,6 @@
 // The controller's ingest: results from the RESULTS stream in stream order, heartbeats from core NATS, and a
 // tick, all applied by one loop that commits to the store and only then acknowledges. The only controller file
 // that talks to JetStream (store-kv.ts aside).
-import { readFile } from 'node:fs/promises';
 import {
   AckPolicy,
   DeliverPolicy,
@@ -17,9 +16,10 @@ import {
   type JetStreamManager,
   type JsMsg,
 } from '@nats-io/jetstream';
-import { connect, credsAuthenticator, nanos, nkeyAuthenticator, type ConnectionOptions, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { connect, nanos, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { BulkheadError } from '../core/errors.js';
 import { readNatsCredentials } from '../core/nats-credentials.js';
+import { securityOptions } from '../core/nats-options.js';
 import type { Plan } from '../core/plan.js';
 import { Heartbeat, MAX_MESSAGE_BYTES, parseMessage, parseSubject, ResultBatch, subjects, type DropReason } from '../core/wire.js';
 import { applyHeartbeat, applyImpersonation, applyResults, tick, type LifecycleContext } from './lifecycle.js';
@@ -41,15 +41,14 @@ export interface NatsOptions {
 
 /** Connects with the credentials file (user:password, nkey seed or .creds) and reconnects forever afterwards. */
 export async function connectNats(opts: NatsOptions): Promise<NatsConnection> {
-  const options: ConnectionOptions = { servers: opts.url, name: opts.name ?? 'bulkhead-controller', maxReconnectAttempts: -1, timeout: 10_000 };
-  if (opts.credsFile !== undefined) {
-    const creds = await readNatsCredentials(opts.credsFile);
-    if (creds.kind === 'user-password') Object.assign(options, { user: creds.user, pass: creds.password });
-    else if (creds.kind === 'nkey') options.authenticator = nkeyAuthenticator(new TextEncoder().encode(creds.seed));
-    else options.authenticator = credsAuthenticator(await readFile(opts.credsFile));
-  }
-  if (opts.caFile !== undefined) options.tls = { caFile: opts.caFile };
-  return connect(options);
+  const credentials = opts.credsFile !== undefined ? await readNatsCredentials(opts.credsFile) : undefined;
+  return connect({
+    servers: opts.url,
+    name: opts.name ?? 'bulkhead-controller',
+    maxReconnectAttempts: -1,
+    timeout: 10_000,
+    ...securityOptions(opts.url, credentials, opts.caFile),
+  });
 }
 
 /** Creates the RESULTS stream, or checks an existing one and raises what is too low; fails on what cannot change. */
