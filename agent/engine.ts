@@ -103,7 +103,10 @@ async function attemptPath(
     address: path.address,
     port: path.port,
     ...(path.host !== undefined ? { host: path.host } : {}),
-    ...(path.target.probe === 'dns' ? { leakNetworks } : {}),
+    // A DNS answer inside another environment's networks, or inside the target's own leak_networks, is a leak.
+    ...(path.target.probe === 'dns'
+      ? { leakNetworks: [...leakNetworks, ...(path.target.leak_networks ?? []).map((cidr) => ({ env: path.target.env, cidr }))] }
+      : {}),
   } as ProbeRequest;
 
   let chosen: ProbeResult | undefined;

@@ -154,6 +154,27 @@ targets:
   });
 });
 
+describe('dns leak networks', () => {
+  it("passes the other environments' networks and the target's own leak_networks to the DNS probe", async () => {
+    const seen: ProbeRequest[] = [];
+    const probe: ProbeFn = async (req) => {
+      seen.push(req);
+      return result('unresolved');
+    };
+    const { plan } = planOf(`
+version: 1
+environments: { prod: { networks: [198.18.10.0/24] }, staging: { networks: [198.18.20.0/24] } }
+targets:
+  - { name: prod-names, env: prod, probe: dns, query: db.prod.test, resolver: 198.18.20.2, leak_networks: [198.19.0.0/16] }
+`);
+    await runFrom(plan, 'staging', { probes: loaderOf(probe) });
+    expect(seen[0]!.leakNetworks).toEqual([
+      { env: 'prod', cidr: '198.18.10.0/24' },
+      { env: 'prod', cidr: '198.19.0.0/16' },
+    ]);
+  });
+});
+
 describe('engine against real sockets', () => {
   let open: net.Server;
   let openPort: number;
