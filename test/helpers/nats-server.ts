@@ -78,7 +78,10 @@ export async function startNats(): Promise<NatsServer> {
       await start();
       break;
     } catch (err) {
-      if (attempt === 3 || !/address already in use/i.test(output)) throw err;
+      if (attempt === 3 || !/address already in use/i.test(output)) {
+        rmSync(dir, { recursive: true, force: true });
+        throw err;
+      }
       output = '';
       port = await freePort();
     }
