@@ -105,24 +105,9 @@ export function fireFinding(state: ControllerState, changes: Changes, alerting: 
     return existing;
   }
   const before = existing ? describe(existing.status, existing) : 'none';
-  const finding: Finding = existing ?? {
-    key: spec.key,
-    kind: spec.kind,
+  const firing = {
     labels: spec.labels,
     status: 'firing',
-    incident: 0,
-    since: at,
-    updatedAt: at,
-    stale: false,
-    flapping: false,
-    summary: spec.summary,
-    details: spec.details,
-    receivers: [],
-  };
-  Object.assign(finding, {
-    labels: spec.labels,
-    status: 'firing',
-    incident: finding.incident + 1,
     since: at,
     updatedAt: at,
     stale: false,
@@ -131,7 +116,11 @@ export function fireFinding(state: ControllerState, changes: Changes, alerting: 
     details: spec.details,
     // Routes are read at firing time and remembered, so the resolve reaches the same receivers after a plan change.
     receivers: receiversFor(spec.labels, alerting),
-  } satisfies Partial<Finding>);
+  } satisfies Partial<Finding>;
+  // A finding that fires again after a resolve keeps its key and starts its next incident.
+  const finding: Finding = existing
+    ? Object.assign(existing, { ...firing, incident: existing.incident + 1 })
+    : { key: spec.key, kind: spec.kind, incident: 1, ...firing };
   state.findings.set(finding.key, finding);
   changes.finding(finding);
   changes.transition(finding.key, before, describe(finding.status, finding), at, reason);
