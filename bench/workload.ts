@@ -31,6 +31,9 @@ export const AGENTS = [
   { env: 'dev', agent: 'd1' },
 ] as const;
 
+/** The environment a controller running the workload plan needs (the pager's routing key is a secret reference). */
+export const WORKLOAD_ENV = { BULKHEAD_WORKLOAD_PD_KEY: 'workload0routing0key0000000000000' } as const;
+
 /** Builds the plan and the message generator. Addresses are 127.x loopback strings: nothing is ever contacted. */
 export function workload(opts: WorkloadOptions): Workload {
   const targets = Array.from({ length: opts.targets }, (_, t) => ({
@@ -52,9 +55,14 @@ export function workload(opts: WorkloadOptions): Workload {
       alerting: {
         open_threshold: 1,
         resolve_after: 3,
+        // Nothing is sent while a test or benchmark runs: notifications stay owed, so outbox digests are deterministic.
+        group_wait: '6h',
+        group_interval: '6h',
+        repeat_interval: '6h',
         receivers: [
           { name: 'console', type: 'console' },
-          { name: 'pager', type: 'pagerduty' },
+          // Port 9 (discard) on loopback: were anything ever sent, it would go nowhere.
+          { name: 'pager', type: 'pagerduty', routing_key: { env: 'BULKHEAD_WORKLOAD_PD_KEY' }, url: 'http://127.0.0.1:9/v2/enqueue' },
         ],
         routes: [{ match: { severity: 'critical' }, receivers: ['pager', 'console'] }, { match: {}, receivers: ['console'] }],
       },

@@ -26,8 +26,8 @@ function makePlan(alerting: Record<string, unknown> = {}, allowExpires = '2027-0
     schedule: { interval: '60s', timeout: '3s' },
     alerting: {
       receivers: [
-        { name: 'pager', type: 'pagerduty' },
-        { name: 'chat', type: 'slack' },
+        { name: 'pager', type: 'pagerduty', routing_key: { env: 'BULKHEAD_PD_KEY' } },
+        { name: 'chat', type: 'slack', url: { env: 'BULKHEAD_SLACK_URL' } },
         { name: 'console', type: 'console' },
       ],
       routes: [

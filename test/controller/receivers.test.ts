@@ -43,10 +43,10 @@ function makePlan(extra = 0): Plan {
     schedule: { interval: '60s', timeout: '3s' },
     alerting: {
       receivers: [
-        { name: 'pager', type: 'pagerduty' },
-        { name: 'chat', type: 'slack' },
-        { name: 'hook', type: 'webhook' },
-        { name: 'am', type: 'alertmanager' },
+        { name: 'pager', type: 'pagerduty', routing_key: { env: 'BULKHEAD_PD_KEY' } },
+        { name: 'chat', type: 'slack', url: { env: 'BULKHEAD_SLACK_URL' } },
+        { name: 'hook', type: 'webhook', url: 'http://127.0.0.1:9/hook', secret: { env: 'BULKHEAD_HOOK_SECRET' } },
+        { name: 'am', type: 'alertmanager', url: 'http://127.0.0.1:9093' },
         { name: 'console', type: 'console' },
       ],
       routes: [{ match: {}, receivers: ['pager', 'chat', 'hook', 'am', 'console'] }],

@@ -5,7 +5,11 @@ import type { FindingLabels } from '../../controller/model.js';
 import { receiversFor } from '../../controller/routes.js';
 
 function alerting(routes?: unknown[]): Alerting {
-  const receivers = ['pager', 'chat', 'hook', 'console'].map((name) => ({ name, type: name === 'pager' ? 'pagerduty' : 'webhook' }));
+  const receivers = ['pager', 'chat', 'hook', 'console'].map((name) =>
+    name === 'pager'
+      ? { name, type: 'pagerduty', routing_key: { env: 'BULKHEAD_PD_KEY' } }
+      : { name, type: 'webhook', url: 'http://127.0.0.1:9/hook', secret: { env: 'BULKHEAD_HOOK_SECRET' } },
+  );
   const doc = { version: 1, environments: { prod: {} }, alerting: routes === undefined ? {} : { receivers, routes } };
   return parsePlanText(JSON.stringify(doc), 'plan.json').plan.alerting;
 }
