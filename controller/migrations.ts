@@ -1,5 +1,7 @@
 // The controller's PostgreSQL schema, as numbered migrations applied in order at start. Append new
 // migrations; never edit one that has shipped, because databases record which versions they have applied.
+import type pg from 'pg';
+import { BulkheadError } from '../core/errors.js';
 
 export interface Migration {
   readonly version: number;
@@ -87,4 +89,63 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX transitions_key_at ON bulkhead.transitions (key, at);
     `,
   },
+  {
+    version: 2,
+    name: 'delivery outcomes, storms and silences',
+    sql: `
+      -- How each notification left the outbox (delivered, dead, folded, silenced) and why. Rows settled before
+      -- outcomes were recorded were all delivered. Settled rows always have both a time and an outcome.
+      ALTER TABLE bulkhead.outbox ADD COLUMN outcome text, ADD COLUMN reason text;
+      UPDATE bulkhead.outbox SET outcome = 'delivered' WHERE delivered_at IS NOT NULL;
+      ALTER TABLE bulkhead.outbox ADD CONSTRAINT outbox_settled CHECK ((delivered_at IS NULL) = (outcome IS NULL));
+      -- Dead letters, newest first, for the API.
+      CREATE INDEX outbox_dead ON bulkhead.outbox (delivered_at DESC) WHERE outcome = 'dead';
+      -- Storm incidents (one per receiver and environment pair) and silences: the records themselves as jsonb
+      -- (controller/delivery/model.ts), upserted whole.
+      CREATE TABLE bulkhead.storms (
+        key text PRIMARY KEY,
+        data jsonb NOT NULL,
+        updated_at timestamptz
+      );
+      CREATE TABLE bulkhead.silences (
+        id text PRIMARY KEY,
+        data jsonb NOT NULL,
+        ends_at timestamptz NOT NULL
+      );
+    `,
+  },
 ];
+
+const MIGRATION_LOCK = 0x42484b32; // pg_advisory_xact_lock key "BHK2": one migrator at a time
+
+/**
+ * Applies missing migrations in one transaction under an advisory lock, so two starting controllers cannot race.
+ * `migrations` is for tests that build a database as an older controller left it.
+ */
+export async function migrate(client: pg.ClientBase, migrations: readonly Migration[] = MIGRATIONS): Promise<number> {
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${SCHEMA}`);
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS ${SCHEMA}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+    );
+    const { rows } = await client.query<{ version: number }>(`SELECT version FROM ${SCHEMA}.schema_migrations`);
+    const applied = new Set(rows.map((r) => r.version));
+    const known = Math.max(...migrations.map((m) => m.version));
+    const newest = Math.max(0, ...applied);
+    if (newest > known) {
+      throw new BulkheadError('STORE_SCHEMA', `the database schema is at version ${newest}, newer than this controller knows (${known}): upgrade the controller`);
+    }
+    for (const m of migrations) {
+      if (applied.has(m.version)) continue;
+      await client.query(m.sql);
+      await client.query(`INSERT INTO ${SCHEMA}.schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
+    }
+    await client.query('COMMIT');
+    return known;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}

@@ -4,7 +4,9 @@
 import { JetStreamApiCodes, JetStreamApiError, StorageType } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { isDeepStrictEqual } from 'node:util';
 import { BulkheadError } from '../core/errors.js';
+import type { DeliveryCommit, Silence, StormRecord } from './delivery/model.js';
 import { emptyCounters, type AgentRecord, type Counters, type Finding, type Notification, type PathRecord } from './model.js';
 import type { Commit, Snapshot, StateStore } from './store.js';
 
@@ -19,7 +21,10 @@ export interface KvStoreOptions {
   readonly maxValueBytes?: number;
 }
 
-/** What the value under `snapshot` holds. `v` lets a later version read (or refuse) an older layout. */
+/**
+ * What the value under `snapshot` holds. `v` lets a later version read (or refuse) an older layout; `storms` and
+ * `silences` came later within v1 and are missing from documents written before them.
+ */
 interface KvDocument {
   readonly v: 1;
   readonly committedAt: string;
@@ -29,6 +34,8 @@ interface KvDocument {
   readonly outbox: Notification[];
   readonly checkpoint: { streamSeq: number };
   readonly counters: Counters;
+  readonly storms?: StormRecord[];
+  readonly silences?: Silence[];
 }
 
 interface Maps {
@@ -38,15 +45,28 @@ interface Maps {
   outbox: Map<string, Notification>;
   checkpoint: { streamSeq: number };
   counters: Counters;
+  storms: Map<string, StormRecord>;
+  silences: Map<string, Silence>;
 }
+
+const emptyMaps = (): Maps => ({
+  paths: new Map(),
+  findings: new Map(),
+  agents: new Map(),
+  outbox: new Map(),
+  checkpoint: { streamSeq: 0 },
+  counters: emptyCounters(),
+  storms: new Map(),
+  silences: new Map(),
+});
 
 /** State and outbox as one KV value; every write names the revision it replaces. */
 export class KvStore implements StateStore {
   readonly kind = 'kv';
   private kv: KV | undefined;
   private revision = 0;
-  private current: Maps = { paths: new Map(), findings: new Map(), agents: new Map(), outbox: new Map(), checkpoint: { streamSeq: 0 }, counters: emptyCounters() };
-  // Commits and markDelivered both rewrite the one value: they must not race each other for the revision.
+  private current: Maps = emptyMaps();
+  // Commits and delivery commits both rewrite the one value: they must not race each other for the revision.
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -80,6 +100,8 @@ export class KvStore implements StateStore {
       outbox: new Map(doc.outbox.map((n) => [n.id, n])),
       checkpoint: { streamSeq: doc.checkpoint.streamSeq },
       counters: { ...empty, ...doc.counters, dropped: { ...empty.dropped, ...doc.counters.dropped } },
+      storms: new Map((doc.storms ?? []).map((r) => [r.key, r])),
+      silences: new Map((doc.silences ?? []).map((r) => [r.id, r])),
     };
     this.revision = entry.revision;
     // The caller's state mutates in place; the store keeps its own copy of what is committed.
@@ -93,6 +115,7 @@ export class KvStore implements StateStore {
     const counters = structuredClone(commit.counters);
     return this.serially(async () => {
       const next: Maps = {
+        ...this.current,
         paths: new Map(this.current.paths),
         findings: new Map(this.current.findings),
         agents: new Map(this.current.agents),
@@ -108,13 +131,29 @@ export class KvStore implements StateStore {
     });
   }
 
-  /** Delivered notifications simply leave the snapshot: KV keeps no record of what was sent. */
-  markDelivered(ids: readonly string[], _at?: string): Promise<void> {
+  /**
+   * Settled notifications simply leave the snapshot (KV keeps no record of what was sent, so an owed id is added
+   * unless present); storms and silences are upserted. Writes nothing when nothing changes.
+   */
+  commitDelivery(commit: DeliveryCommit): Promise<void> {
+    const { settled, owed, storms, silences } = structuredClone(commit);
     return this.serially(async () => {
-      if (!ids.some((id) => this.current.outbox.has(id))) return;
       const outbox = new Map(this.current.outbox);
-      for (const id of ids) outbox.delete(id);
-      await this.write({ ...this.current, outbox });
+      const stormMap = new Map(this.current.storms);
+      const silenceMap = new Map(this.current.silences);
+      const settledIds = new Set(settled.map((s) => s.id));
+      let changed = false;
+      const change = <K, V>(map: Map<K, V>, key: K, value: V) => {
+        if (isDeepStrictEqual(map.get(key), value)) return;
+        map.set(key, value);
+        changed = true;
+      };
+      for (const id of settledIds) changed = outbox.delete(id) || changed;
+      // An id both owed and settled in one commit ends settled, as in PostgreSQL.
+      for (const n of owed) if (!outbox.has(n.id) && !settledIds.has(n.id)) change(outbox, n.id, n);
+      for (const r of storms) change(stormMap, r.key, r);
+      for (const r of silences) change(silenceMap, r.id, r);
+      if (changed) await this.write({ ...this.current, outbox, storms: stormMap, silences: silenceMap });
     });
   }
 
@@ -131,7 +170,8 @@ export class KvStore implements StateStore {
   private async write(next: Maps): Promise<void> {
     const kv = this.kv;
     if (!kv) throw new BulkheadError('STORE_STATE', 'commit() before load()');
-    const doc: KvDocument = { v: 1, committedAt: new Date().toISOString(), ...toSnapshot(next) } as KvDocument;
+    const { delivery, ...state } = toSnapshot(next);
+    const doc = { v: 1, committedAt: new Date().toISOString(), ...state, ...delivery } as KvDocument;
     const bytes = Buffer.from(JSON.stringify(doc));
     const limit = this.options.maxValueBytes ?? (this.nc.info?.max_payload ?? 1024 * 1024) - HEADROOM_BYTES;
     if (bytes.byteLength > limit) {
@@ -165,5 +205,6 @@ function toSnapshot(m: Maps): Snapshot {
     outbox: [...m.outbox.values()],
     checkpoint: { streamSeq: m.checkpoint.streamSeq },
     counters: m.counters,
+    delivery: { silences: [...m.silences.values()], storms: [...m.storms.values()] },
   };
 }

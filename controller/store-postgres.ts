@@ -1,9 +1,10 @@
-// The PostgreSQL store: current state, the outbox, the checkpoint and the audit history, each commit one
-// statement and so one transaction. Rows go in as one JSON document per table (json_to_recordset), so a commit
-// of thousands of observations is one round trip, not one INSERT per row.
+// The PostgreSQL store: current state, the outbox, the checkpoint and the audit history, each commit (and each
+// delivery commit) one statement and so one transaction. Rows go in as one JSON document per table
+// (json_to_recordset), so a commit of thousands of observations is one round trip, not one INSERT per row.
 import pg from 'pg';
 import { BulkheadError } from '../core/errors.js';
-import { MIGRATIONS, SCHEMA } from './migrations.js';
+import type { DeliveryCommit, Settlement, Silence, StormRecord } from './delivery/model.js';
+import { migrate, SCHEMA } from './migrations.js';
 import { emptyCounters, type AgentRecord, type Counters, type Finding, type Notification, type PathRecord } from './model.js';
 import type { Commit, Snapshot, StateStore } from './store.js';
 
@@ -16,9 +17,8 @@ export interface PostgresStoreOptions {
   readonly statementTimeoutMs?: number;
 }
 
-// pg_advisory_lock keys: one controller per database, and one migrator at a time.
+// pg_advisory_lock key: one controller per database (migrations.ts has the migrators' key).
 const CONTROLLER_LOCK = 0x42484b31; // "BHK1"
-const MIGRATION_LOCK = 0x42484b32; // "BHK2"
 const MAX_TIME_MS = Date.parse('9999-12-31T23:59:59.999Z');
 
 // The shape agents send (toISOString): checked field by field, which is cheaper than parsing and re-printing.
@@ -52,9 +52,11 @@ export function pgJson(value: unknown): string {
 }
 
 // Each table's rows arrive as one JSON array parameter; `$n` is filled in when the statement is assembled.
-const upsert = (table: string, columns: string, recordset: string, conflict: string) => (param: number): string =>
-  `INSERT INTO ${SCHEMA}.${table} (${columns}) SELECT ${columns} FROM json_to_recordset($${param}::json) AS x(${recordset}) ` +
-  `WHERE EXISTS (SELECT 1 FROM moved) ${conflict}`;
+const insert = (table: string, columns: string, recordset: string, tail: string) => (param: number): string =>
+  `INSERT INTO ${SCHEMA}.${table} (${columns}) SELECT ${columns} FROM json_to_recordset($${param}::json) AS x(${recordset}) ${tail}`;
+// Ingest commits write only if the checkpoint moved (see commitStatement).
+const upsert = (table: string, columns: string, recordset: string, conflict: string) =>
+  insert(table, columns, recordset, `WHERE EXISTS (SELECT 1 FROM moved) ${conflict}`);
 
 const SQL = {
   paths: upsert('paths', 'key, data', 'key text, data jsonb', 'ON CONFLICT (key) DO UPDATE SET data = excluded.data, updated_at = now()'),
@@ -78,6 +80,27 @@ const SQL = {
     'id text, stream_seq bigint, agent text, env text, from_env text, target text, address text, port integer, outcome text, verdict text, at timestamptz, data jsonb',
     'ON CONFLICT (id) DO NOTHING',
   ),
+};
+
+const DELIVERY_SQL = {
+  // Only rows still owed: settling twice is a no-op, and the first outcome stands.
+  settled: (param: number) =>
+    `UPDATE ${SCHEMA}.outbox AS o SET delivered_at = x.at, outcome = x.outcome, reason = x.reason ` +
+    `FROM json_to_recordset($${param}::json) AS x(id text, outcome text, reason text, at timestamptz) WHERE o.id = x.id AND o.delivered_at IS NULL`,
+  // An id already owed or already settled is never revived.
+  owed: insert(
+    'outbox',
+    'id, receiver, data, created_at, delivered_at, outcome, reason',
+    'id text, receiver text, data jsonb, created_at timestamptz, delivered_at timestamptz, outcome text, reason text',
+    'ON CONFLICT (id) DO NOTHING',
+  ),
+  storms: insert(
+    'storms',
+    'key, data, updated_at',
+    'key text, data jsonb, updated_at timestamptz',
+    'ON CONFLICT (key) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at',
+  ),
+  silences: insert('silences', 'id, data, ends_at', 'id text, data jsonb, ends_at timestamptz', 'ON CONFLICT (id) DO UPDATE SET data = excluded.data, ends_at = excluded.ends_at'),
 };
 
 /** One SQL statement with its parameters. */
@@ -156,33 +179,62 @@ export function commitStatement(commit: Commit, revision: number): Statement {
   return { text: `WITH ${ctes.join(',\n')}\nSELECT count(*)::int AS moved FROM moved`, values };
 }
 
-/** Applies missing migrations in one transaction under an advisory lock, so two starting controllers cannot race. */
-export async function migrate(client: pg.ClientBase): Promise<number> {
-  await client.query('BEGIN');
-  try {
-    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-    await client.query(`CREATE SCHEMA IF NOT EXISTS ${SCHEMA}`);
-    await client.query(
-      `CREATE TABLE IF NOT EXISTS ${SCHEMA}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
-    );
-    const { rows } = await client.query<{ version: number }>(`SELECT version FROM ${SCHEMA}.schema_migrations`);
-    const applied = new Set(rows.map((r) => r.version));
-    const known = Math.max(...MIGRATIONS.map((m) => m.version));
-    const newest = Math.max(0, ...applied);
-    if (newest > known) {
-      throw new BulkheadError('STORE_SCHEMA', `the database schema is at version ${newest}, newer than this controller knows (${known}): upgrade the controller`);
-    }
-    for (const m of MIGRATIONS) {
-      if (applied.has(m.version)) continue;
-      await client.query(m.sql);
-      await client.query(`INSERT INTO ${SCHEMA}.schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
-    }
-    await client.query('COMMIT');
-    return known;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
+/**
+ * A delivery commit as ONE statement of data-modifying CTEs, or undefined when there is nothing to write. It does not
+ * touch the checkpoint: its revision orders ingest commits, and the advisory lock already keeps a second controller
+ * out. An id both owed and settled here is inserted settled (the CTEs all see the table as it was before).
+ * Built synchronously, like commitStatement.
+ */
+export function deliveryStatement(commit: DeliveryCommit): Statement | undefined {
+  const at = safeTime(commit.at) ?? new Date().toISOString();
+  const settled = new Map(commit.settled.map((s) => [s.id, s]));
+  const values: unknown[] = [];
+  const ctes: string[] = [];
+  const add = (name: string, sql: (param: number) => string, rows: unknown[]) => {
+    if (rows.length === 0) return;
+    values.push(pgJson(rows));
+    ctes.push(`${name} AS (${sql(values.length)})`);
+  };
+  add('s', DELIVERY_SQL.settled, [...settled.values()].map((s) => ({ id: s.id, outcome: s.outcome, reason: s.reason, at })));
+  add(
+    'n',
+    DELIVERY_SQL.owed,
+    lastByKey(commit.owed, (n) => n.id).map((n) => {
+      const s = settled.get(n.id);
+      return {
+        id: n.id,
+        receiver: n.receiver,
+        data: n,
+        created_at: safeTime(n.createdAt) ?? at,
+        delivered_at: s ? at : null,
+        outcome: s?.outcome ?? null,
+        reason: s?.reason ?? null,
+      };
+    }),
+  );
+  add('st', DELIVERY_SQL.storms, lastByKey(commit.storms, (r) => r.key).map((r) => ({ key: r.key, data: r, updated_at: safeTime(r.updatedAt) ?? at })));
+  add(
+    'si',
+    DELIVERY_SQL.silences,
+    lastByKey(commit.silences, (r) => r.id).map((r) => {
+      const endsAt = safeTime(r.endsAt);
+      if (endsAt === null) throw new BulkheadError('STORE_STATE', `silence ${r.id}: endsAt ${JSON.stringify(r.endsAt)} is not a time`);
+      return { id: r.id, data: r, ends_at: endsAt };
+    }),
+  );
+  if (ctes.length === 0) return undefined;
+  return { text: `WITH ${ctes.join(',\n')}\nSELECT 1`, values };
+}
+
+/** A notification a receiver refused for good, as the API lists it. */
+export interface DeadLetter {
+  readonly id: string;
+  readonly receiver: string;
+  readonly outcome: Settlement;
+  readonly reason: string | null;
+  /** When it was settled as dead (ISO). */
+  readonly at: string;
+  readonly notification: Notification;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -197,6 +249,8 @@ export class PostgresStore implements StateStore {
   private revision = 0;
   private loaded = false;
   private committing = false;
+  // Delivery commits upsert whole records: they must land in the order they were made, not race on the pool.
+  private deliveries: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: PostgresStoreOptions) {
     const statementTimeoutMs = options.statementTimeoutMs ?? 60_000;
@@ -229,12 +283,22 @@ export class PostgresStore implements StateStore {
       const outbox = await data<Notification>(`SELECT data FROM ${SCHEMA}.outbox WHERE delivered_at IS NULL ORDER BY created_at, id`);
       const checkpoint = await client.query<{ stream_seq: string; revision: string }>(`SELECT stream_seq, revision FROM ${SCHEMA}.checkpoint WHERE id = 1`);
       const counters = await data<Partial<Counters>>(`SELECT data FROM ${SCHEMA}.counters WHERE id = 1`);
+      const silences = await data<Silence>(`SELECT data FROM ${SCHEMA}.silences ORDER BY id`);
+      const storms = await data<StormRecord>(`SELECT data FROM ${SCHEMA}.storms ORDER BY key`);
       await client.query('COMMIT');
       const row = checkpoint.rows[0];
       if (row === undefined) throw new BulkheadError('STORE_SCHEMA', `${SCHEMA}.checkpoint has no row: the schema was modified by hand`);
       this.revision = Number(row.revision);
       this.loaded = true;
-      return { paths, findings, agents, outbox, checkpoint: { streamSeq: Number(row.stream_seq) }, counters: mergeCounters(counters[0]) };
+      return {
+        paths,
+        findings,
+        agents,
+        outbox,
+        checkpoint: { streamSeq: Number(row.stream_seq) },
+        counters: mergeCounters(counters[0]),
+        delivery: { silences, storms },
+      };
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw err;
@@ -245,8 +309,7 @@ export class PostgresStore implements StateStore {
 
   /** One statement (so one transaction): checkpoint with the revision check, counters, records, outbox, history. */
   async commit(commit: Commit): Promise<void> {
-    if (!this.loaded) throw new BulkheadError('STORE_STATE', 'commit() before load()');
-    if (this.lockLost) throw new BulkheadError('STORE_LOCK_LOST', `lost the database lock (${this.lockLost.message}): another controller may be writing`);
+    this.assertWritable('commit()');
     // Each commit names the revision the previous one produced, so commits cannot overlap.
     if (this.committing) throw new BulkheadError('STORE_STATE', 'commit() while another commit is in flight');
     const statement = commitStatement(commit, this.revision);
@@ -262,12 +325,25 @@ export class PostgresStore implements StateStore {
     }
   }
 
-  async markDelivered(ids: readonly string[], at: string): Promise<void> {
-    if (ids.length === 0) return;
-    await this.pool.query(`UPDATE ${SCHEMA}.outbox SET delivered_at = $2 WHERE id = ANY($1::text[]) AND delivered_at IS NULL`, [
-      [...ids],
-      safeTime(at) ?? new Date().toISOString(),
-    ]);
+  /** One statement (so one transaction): settled notifications, owed ones, storm and silence records. */
+  async commitDelivery(commit: DeliveryCommit): Promise<void> {
+    this.assertWritable('commitDelivery()');
+    const statement = deliveryStatement(commit);
+    if (!statement) return;
+    const run = this.deliveries.then(() => this.pool.query(statement.text, statement.values));
+    this.deliveries = run.catch(() => undefined);
+    await run;
+  }
+
+  /** The newest dead letters first: notifications a receiver refused for good, with its answer. */
+  async deadLetters(limit = 100): Promise<DeadLetter[]> {
+    if (!this.loaded) throw new BulkheadError('STORE_STATE', 'deadLetters() before load()');
+    const { rows } = await this.pool.query<{ id: string; receiver: string; outcome: Settlement; reason: string | null; at: Date; notification: Notification }>(
+      `SELECT id, receiver, outcome, reason, delivered_at AS at, data AS notification FROM ${SCHEMA}.outbox ` +
+        `WHERE outcome = 'dead' ORDER BY delivered_at DESC, id DESC LIMIT $1`,
+      [Math.max(0, Math.floor(limit))],
+    );
+    return rows.map((r) => ({ ...r, at: r.at.toISOString() }));
   }
 
   async close(): Promise<void> {
@@ -276,6 +352,11 @@ export class PostgresStore implements StateStore {
     await this.pool.end().catch(() => undefined);
     // Ending the session releases the advisory lock.
     if (lock) await lock.end().catch(() => undefined);
+  }
+
+  private assertWritable(what: string): void {
+    if (!this.loaded) throw new BulkheadError('STORE_STATE', `${what} before load()`);
+    if (this.lockLost) throw new BulkheadError('STORE_LOCK_LOST', `lost the database lock (${this.lockLost.message}): another controller may be writing`);
   }
 
   private async acquireLock(): Promise<void> {

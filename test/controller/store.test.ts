@@ -1,14 +1,18 @@
 // Both stores against real servers: what is committed is what loads back, a failed commit leaves nothing
-// behind, history is idempotent, and a second writer is refused.
+// behind, history is idempotent, a second writer is refused, and delivery commits (settled, owed, storms,
+// silences) are atomic and never revive what was settled.
 import pg from 'pg';
+import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workload } from '../../bench/workload.js';
+import { emptyDeliveryState, type DeliveryCommit, type Silence, type StormRecord } from '../../controller/delivery/model.js';
 import { applyResults } from '../../controller/lifecycle.js';
-import { emptyState, type ControllerState, type HistoryRow } from '../../controller/model.js';
+import { migrate, MIGRATIONS } from '../../controller/migrations.js';
+import { emptyState, type ControllerState, type HistoryRow, type Notification } from '../../controller/model.js';
 import type { Commit, Snapshot } from '../../controller/store.js';
 import { KvStore } from '../../controller/store-kv.js';
-import { pgJson, PostgresStore, safeTime } from '../../controller/store-postgres.js';
+import { commitStatement, pgJson, PostgresStore, safeTime } from '../../controller/store-postgres.js';
 import { natsMissing, startNats, type NatsServer } from '../helpers/nats-server.js';
 import { postgresMissing, startPostgres, type PostgresServer } from '../helpers/postgres-server.js';
 
@@ -47,6 +51,7 @@ function expected(state: ControllerState): Snapshot {
     outbox: byKey([...state.outbox.values()]),
     checkpoint: { ...state.checkpoint },
     counters: state.counters,
+    delivery: emptyDeliveryState(),
   };
 }
 const sorted = (s: Snapshot): Snapshot => ({ ...s, paths: byKey(s.paths), findings: byKey(s.findings), agents: byKey(s.agents), outbox: byKey(s.outbox) });
@@ -60,6 +65,36 @@ function expectLoaded(loaded: Snapshot, state: ControllerState, streamSeq: numbe
   expect(loaded.checkpoint).toEqual({ streamSeq });
   expect(loaded.counters).toEqual(want.counters);
 }
+
+const AT = '2026-11-22T13:00:00.000Z';
+const LATER = '2026-11-22T13:05:00.000Z';
+const delivery = (d: Partial<DeliveryCommit>): DeliveryCommit => ({ at: AT, settled: [], owed: [], storms: [], silences: [], ...d });
+const storm = (receiver: string, from_env: string, to_env: string, over: Partial<StormRecord> = {}): StormRecord => ({
+  key: `${receiver}|${from_env}→${to_env}`,
+  receiver,
+  from_env,
+  to_env,
+  incident: 1,
+  status: 'firing',
+  since: AT,
+  updatedAt: AT,
+  members: ['violation:a', 'violation:b'],
+  open: ['violation:a', 'violation:b'],
+  ...over,
+});
+const silence = (id: string, over: Partial<Silence> = {}): Silence => ({
+  id,
+  matchers: { from_env: ['dev'], kind: ['violation'] },
+  startsAt: AT,
+  endsAt: '2026-11-22T15:00:00.000Z',
+  createdBy: 'ops@example.com',
+  comment: 'firewall maintenance',
+  createdAt: AT,
+  ...over,
+});
+/** A storm incident's notification, shaped like one the ingest loop owes (same finding, another id). */
+const owedLike = (base: Notification, id: string): Notification => ({ ...structuredClone(base), id, receiver: 'pd', dedupKey: id });
+const ids = (s: Snapshot) => s.outbox.map((n) => n.id);
 
 describe('values made safe for PostgreSQL', () => {
   it.each([
@@ -107,11 +142,11 @@ describe.skipIf(postgresMissing())('PostgresStore', () => {
     return store;
   };
   /** Runs one statement on its own connection to `db`, as another client would, and returns the rows. */
-  const query = async (db: string, sql: string) => {
+  const query = async (db: string, sql: string, values: unknown[] = []) => {
     const client = new pg.Client({ connectionString: url(db) });
     await client.connect();
     try {
-      return (await client.query(sql)).rows;
+      return (await client.query(sql, values)).rows;
     } finally {
       await client.end();
     }
@@ -131,7 +166,15 @@ describe.skipIf(postgresMissing())('PostgresStore', () => {
     const db = await freshDb();
     const store = new PostgresStore({ url: url(db) });
     const empty = await store.load();
-    expect(empty).toEqual({ paths: [], findings: [], agents: [], outbox: [], checkpoint: { streamSeq: 0 }, counters: emptyState().counters });
+    expect(empty).toEqual({
+      paths: [],
+      findings: [],
+      agents: [],
+      outbox: [],
+      checkpoint: { streamSeq: 0 },
+      counters: emptyState().counters,
+      delivery: { silences: [], storms: [] },
+    });
     const state = emptyState();
     await store.commit(commitOf(state, 0, 20));
     await store.commit(commitOf(state, 20, 40));
@@ -146,7 +189,7 @@ describe.skipIf(postgresMissing())('PostgresStore', () => {
     await again.close();
 
     expect(await query(db, 'SELECT count(*)::int AS n FROM bulkhead.observations')).toEqual([{ n: 40 * 12 }]);
-    expect(await query(db, 'SELECT version FROM bulkhead.schema_migrations')).toEqual([{ version: 1 }]);
+    expect(await query(db, 'SELECT version FROM bulkhead.schema_migrations ORDER BY version')).toEqual([{ version: 1 }, { version: 2 }]);
   });
 
   it('a commit that fails half-way leaves nothing of itself behind', async () => {
@@ -217,6 +260,216 @@ describe.skipIf(postgresMissing())('PostgresStore', () => {
     await store.close();
   });
 
+  it('settles notifications: gone from load(), kept with outcome, reason and time; settling again is a no-op', async () => {
+    const db = await freshDb();
+    const store = await openStore(db);
+    const state = emptyState();
+    await store.commit(commitOf(state, 0, 20));
+    const [a, b, c, d] = [...state.outbox.keys()];
+    expect(d).toBeDefined();
+    await store.commitDelivery(
+      delivery({
+        settled: [
+          { id: a!, outcome: 'delivered', reason: null },
+          { id: b!, outcome: 'dead', reason: 'HTTP 400: invalid routing key' },
+          { id: c!, outcome: 'folded', reason: 'storm pd|dev→prod #1' },
+          { id: 'never-owed', outcome: 'delivered', reason: null },
+        ],
+      }),
+    );
+    // Settled again with other outcomes and a later time: the first settlement stands.
+    await store.commitDelivery(delivery({ at: LATER, settled: [{ id: a!, outcome: 'dead', reason: 'late' }, { id: b!, outcome: 'silenced', reason: null }] }));
+    await store.commitDelivery(delivery({ at: LATER, settled: [{ id: d!, outcome: 'dead', reason: 'HTTP 404' }] }));
+    // Delivery commits leave the ingest revision alone: the next ingest commit still passes its check.
+    await store.commit(commitOf(state, 20, 25));
+    await store.close();
+
+    const rows = await query(db, `SELECT id, outcome, reason, delivered_at FROM bulkhead.outbox WHERE id = ANY($1)`, [[a, b, c, d, 'never-owed']]);
+    expect(Object.fromEntries(rows.map(({ id, ...rest }) => [id, rest]))).toEqual({
+      [a!]: { outcome: 'delivered', reason: null, delivered_at: new Date(AT) },
+      [b!]: { outcome: 'dead', reason: 'HTTP 400: invalid routing key', delivered_at: new Date(AT) },
+      [c!]: { outcome: 'folded', reason: 'storm pd|dev→prod #1', delivered_at: new Date(AT) },
+      [d!]: { outcome: 'dead', reason: 'HTTP 404', delivered_at: new Date(LATER) },
+    });
+    const again = new PostgresStore({ url: url(db) });
+    const loaded = await again.load();
+    for (const id of [a, b, c, d]) expect(ids(loaded)).not.toContain(id);
+    expect(loaded.outbox.length).toBe(state.outbox.size - 4);
+    expect(loaded.checkpoint).toEqual({ streamSeq: 25 });
+    // Dead letters for the API, newest first, each with the notification it was.
+    const dead = await again.deadLetters();
+    expect(dead.map(({ id, outcome, reason, at }) => ({ id, outcome, reason, at }))).toEqual([
+      { id: d, outcome: 'dead', reason: 'HTTP 404', at: LATER },
+      { id: b, outcome: 'dead', reason: 'HTTP 400: invalid routing key', at: AT },
+    ]);
+    expect(dead[1]!.notification).toEqual(state.outbox.get(b!));
+    expect(dead[1]!.receiver).toBe(state.outbox.get(b!)!.receiver);
+    expect((await again.deadLetters(1)).map((x) => x.id)).toEqual([d]);
+    await again.close();
+  });
+
+  it('owed notifications join the outbox, and a settled id is never revived (by delivery or by ingest)', async () => {
+    const db = await freshDb();
+    const store = await openStore(db);
+    const state = emptyState();
+    const first = commitOf(state, 0, 10);
+    await store.commit(first);
+    const base = [...state.outbox.values()][0]!;
+    const stormTrigger = owedLike(base, 'storm:pd|dev→prod#1:trigger:pd');
+    const both = owedLike(base, 'storm:pd|dev→prod#1:update:pd');
+    // Owing an id that ingest already owes changes nothing about it.
+    const changed = { ...structuredClone(base), receiver: 'somebody-else' };
+    await store.commitDelivery(delivery({ owed: [stormTrigger, changed, both], settled: [{ id: both.id, outcome: 'silenced', reason: null }] }));
+    await store.close();
+
+    let again = new PostgresStore({ url: url(db) });
+    let loaded = await again.load();
+    expect(loaded.outbox.find((n) => n.id === stormTrigger.id)).toEqual(stormTrigger);
+    expect(loaded.outbox.find((n) => n.id === base.id)).toEqual(base);
+    // Owed and settled in the same commit: inserted settled.
+    expect(ids(loaded)).not.toContain(both.id);
+    expect(await query(db, `SELECT outcome, delivered_at FROM bulkhead.outbox WHERE id = $1`, [both.id])).toEqual([{ outcome: 'silenced', delivered_at: new Date(AT) }]);
+
+    await again.commitDelivery(delivery({ settled: [{ id: stormTrigger.id, outcome: 'delivered', reason: null }, { id: base.id, outcome: 'delivered', reason: null }] }));
+    await again.commitDelivery(delivery({ owed: [stormTrigger, base] }));
+    // The ingest loop sending the same notifications again (a replayed commit) does not revive them either.
+    await again.commit({ ...first, effects: { ...first.effects, notifications: [...first.effects.notifications, stormTrigger] } });
+    await again.close();
+
+    again = new PostgresStore({ url: url(db) });
+    loaded = await again.load();
+    expect(ids(loaded)).not.toContain(stormTrigger.id);
+    expect(ids(loaded)).not.toContain(base.id);
+    expect(loaded.outbox.length).toBe(state.outbox.size - 1);
+    await again.close();
+  });
+
+  it('storms and silences round-trip and are upserted whole', async () => {
+    const db = await freshDb();
+    const store = await openStore(db);
+    const s1 = storm('pd', 'dev', 'prod');
+    const s2 = storm('slack', 'staging', 'prod');
+    const quiet = silence('sil_01');
+    await store.commitDelivery(delivery({ storms: [s1, s2], silences: [quiet, silence('sil_02', { comment: 'other' })] }));
+    // The storm resolves; the silence is expired early, which replaces the record.
+    const s1Resolved = { ...s1, status: 'resolved' as const, open: [], updatedAt: LATER };
+    const expired = { ...quiet, endsAt: LATER, comment: 'done early' };
+    await store.commitDelivery(delivery({ at: LATER, storms: [s1Resolved], silences: [expired] }));
+    await store.close();
+
+    const again = new PostgresStore({ url: url(db) });
+    expect((await again.load()).delivery).toEqual({ storms: [s1Resolved, s2], silences: [expired, silence('sil_02', { comment: 'other' })] });
+    await again.close();
+    expect(await query(db, `SELECT id, ends_at FROM bulkhead.silences ORDER BY id`)).toEqual([
+      { id: 'sil_01', ends_at: new Date(LATER) },
+      { id: 'sil_02', ends_at: new Date('2026-11-22T15:00:00.000Z') },
+    ]);
+    expect(await query(db, `SELECT key, updated_at FROM bulkhead.storms ORDER BY key`)).toEqual([
+      { key: s1.key, updated_at: new Date(LATER) },
+      { key: s2.key, updated_at: new Date(AT) },
+    ]);
+  });
+
+  it('delivery commits made without waiting land in the order they were made, beside ingest commits', async () => {
+    const db = await freshDb();
+    const store = await openStore(db);
+    const state = emptyState();
+    const versions = Array.from({ length: 30 }, (_, i) => storm('pd', 'dev', 'prod', { incident: i + 1 }));
+    await Promise.all([...versions.map((v) => store.commitDelivery(delivery({ storms: [v] }))), store.commit(commitOf(state, 0, 5))]);
+    await store.close();
+    const again = new PostgresStore({ url: url(db) });
+    const loaded = await again.load();
+    expect(loaded.delivery.storms).toEqual([versions.at(-1)]);
+    expect(loaded.checkpoint).toEqual({ streamSeq: 5 });
+    await again.close();
+  });
+
+  it('a delivery commit that fails half-way leaves nothing of itself behind', async () => {
+    const db = await freshDb();
+    const store = await openStore(db);
+    const state = emptyState();
+    await store.commit(commitOf(state, 0, 10));
+    const base = [...state.outbox.values()][0]!;
+    const good = owedLike(base, 'storm:pd|dev→prod#1:trigger:pd');
+    const commit = delivery({
+      settled: [{ id: base.id, outcome: 'dead', reason: 'HTTP 400' }],
+      owed: [good, { ...owedLike(base, 'storm:broken'), receiver: null as unknown as string }],
+      storms: [storm('pd', 'dev', 'prod')],
+      silences: [silence('sil_01')],
+    });
+    // The last owed row violates NOT NULL: the settlement, the other row, the storm and the silence must vanish with it.
+    await expect(store.commitDelivery(commit)).rejects.toThrow(/null value/);
+    const one = async (sql: string) => (await query(db, sql))[0];
+    expect(await one(`SELECT count(*)::int AS n FROM bulkhead.outbox WHERE delivered_at IS NOT NULL OR outcome IS NOT NULL`)).toEqual({ n: 0 });
+    expect(await one(`SELECT count(*)::int AS n FROM bulkhead.outbox WHERE id LIKE 'storm:%'`)).toEqual({ n: 0 });
+    expect(await one(`SELECT (SELECT count(*) FROM bulkhead.storms)::int AS s, (SELECT count(*) FROM bulkhead.silences)::int AS q`)).toEqual({ s: 0, q: 0 });
+
+    // A silence whose end is no time is refused before anything is sent.
+    await expect(store.commitDelivery(delivery({ ...commit, owed: [good], silences: [silence('sil_bad', { endsAt: 'tomorrow' })] }))).rejects.toMatchObject({
+      code: 'STORE_STATE',
+    });
+    await store.commitDelivery({ ...commit, owed: [good] });
+    expect(await one(`SELECT count(*)::int AS n FROM bulkhead.outbox WHERE outcome = 'dead'`)).toEqual({ n: 1 });
+    expect(await one(`SELECT (SELECT count(*) FROM bulkhead.storms)::int AS s, (SELECT count(*) FROM bulkhead.silences)::int AS q`)).toEqual({ s: 1, q: 1 });
+    await store.close();
+  });
+
+  it('refuses a delivery commit once the database lock is lost', async () => {
+    const db = await freshDb();
+    const store = await openStore(db);
+    // Another session ends the lock holder's backend, as a DBA or a failover would.
+    const [holder] = await query(db, `SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND a.datname = $1`, [db]);
+    await query(db, 'SELECT pg_terminate_backend($1)', [holder!.pid]);
+    const deadline = Date.now() + 5000;
+    let error: unknown;
+    while (error === undefined && Date.now() < deadline) {
+      error = await store.commitDelivery(delivery({ silences: [silence('sil_01')] })).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(error).toMatchObject({ code: 'STORE_LOCK_LOST' });
+    await store.close();
+  });
+
+  it('migration 2 applies over a database an older controller filled, keeping its outbox', async () => {
+    const db = await freshDb();
+    const state = emptyState();
+    const client = new pg.Client({ connectionString: url(db) });
+    await client.connect();
+    // The database as the previous controller left it: migration 1, one commit, one notification delivered.
+    expect(await migrate(client, MIGRATIONS.slice(0, 1))).toBe(1);
+    const statement = commitStatement(commitOf(state, 0, 10), 0);
+    expect((await client.query(statement.text, statement.values)).rows).toEqual([{ moved: 1 }]);
+    const [sent, owed] = [...state.outbox.keys()];
+    await client.query(`UPDATE bulkhead.outbox SET delivered_at = $2 WHERE id = $1`, [sent, AT]);
+    await client.end();
+
+    const store = new PostgresStore({ url: url(db) });
+    const loaded = sorted(await store.load());
+    expectLoaded(loaded, state, 10);
+    expect(ids(loaded)).toContain(owed);
+    expect(ids(loaded)).not.toContain(sent);
+    expect(loaded.outbox.length).toBe(state.outbox.size - 1);
+    expect(loaded.delivery).toEqual({ silences: [], storms: [] });
+    expect(await query(db, 'SELECT version FROM bulkhead.schema_migrations ORDER BY version')).toEqual([{ version: 1 }, { version: 2 }]);
+    // What was delivered before outcomes existed is recorded as delivered.
+    expect(await query(db, `SELECT outcome, reason, delivered_at FROM bulkhead.outbox WHERE delivered_at IS NOT NULL`)).toEqual([
+      { outcome: 'delivered', reason: null, delivered_at: new Date(AT) },
+    ]);
+    // Both kinds of commit work on the migrated database.
+    await store.commitDelivery(delivery({ settled: [{ id: owed!, outcome: 'dead', reason: 'HTTP 400' }], storms: [storm('pd', 'dev', 'prod')] }));
+    await store.commit(commitOf(state, 10, 12));
+    await store.close();
+    const again = new PostgresStore({ url: url(db) });
+    const after = await again.load();
+    expect(after.checkpoint).toEqual({ streamSeq: 12 });
+    expect(ids(after)).not.toContain(owed);
+    expect(after.delivery.storms).toEqual([storm('pd', 'dev', 'prod')]);
+    await again.close();
+  });
+
   it('refuses a database whose schema is newer than the controller', async () => {
     const db = await freshDb();
     const store = await openStore(db);
@@ -246,19 +499,94 @@ describe.skipIf(natsMissing())('KvStore', () => {
   it('loads empty, then loads back exactly what was committed (outbox included, delivered removed)', async () => {
     const name = bucket();
     const store = new KvStore(nc, { bucket: name });
-    expect(await store.load()).toEqual({ paths: [], findings: [], agents: [], outbox: [], checkpoint: { streamSeq: 0 }, counters: emptyState().counters });
+    expect(await store.load()).toEqual({
+      paths: [],
+      findings: [],
+      agents: [],
+      outbox: [],
+      checkpoint: { streamSeq: 0 },
+      counters: emptyState().counters,
+      delivery: { silences: [], storms: [] },
+    });
     const state = emptyState();
     const c1 = commitOf(state, 0, 20);
     await store.commit(c1);
     await store.commit(commitOf(state, 20, 40));
     const owed = c1.effects.notifications.map((x) => x.id);
     expect(owed.length).toBeGreaterThan(1);
-    await store.markDelivered(owed.slice(0, 1), new Date().toISOString());
+    await store.commitDelivery(delivery({ settled: [{ id: owed[0]!, outcome: 'delivered', reason: null }] }));
 
     const loaded = sorted(await new KvStore(nc, { bucket: name }).load());
     expectLoaded(loaded, state, 40);
     expect(loaded.outbox.map((x) => x.id)).toContain(owed[1]);
     expect(loaded.outbox.map((x) => x.id)).not.toContain(owed[0]);
+  });
+
+  it('delivery commits settle, owe and upsert; one that changes nothing writes nothing', async () => {
+    const name = bucket();
+    const revision = async () => (await (await new Kvm(nc).open(name)).get('snapshot'))?.revision;
+    const store = new KvStore(nc, { bucket: name });
+    await store.load();
+    const state = emptyState();
+    await store.commit(commitOf(state, 0, 20));
+    const [a, b] = [...state.outbox.values()];
+    const stormTrigger = owedLike(a!, 'storm:pd|dev→prod#1:trigger:pd');
+    const both = owedLike(a!, 'storm:pd|dev→prod#1:update:pd');
+    const s1 = storm('pd', 'dev', 'prod');
+    await store.commitDelivery(
+      delivery({
+        settled: [{ id: a!.id, outcome: 'folded', reason: 'storm' }, { id: both.id, outcome: 'silenced', reason: null }],
+        // b is already owed: its stored copy stays as it is.
+        owed: [stormTrigger, both, { ...b!, receiver: 'somebody-else' }],
+        storms: [s1],
+        silences: [silence('sil_01')],
+      }),
+    );
+    let loaded = await new KvStore(nc, { bucket: name }).load();
+    expect(ids(loaded)).toContain(stormTrigger.id);
+    expect(ids(loaded)).not.toContain(a!.id);
+    expect(ids(loaded)).not.toContain(both.id);
+    expect(loaded.outbox.find((n) => n.id === b!.id)).toEqual(b);
+    expect(loaded.outbox.length).toBe(state.outbox.size);
+    expect(loaded.delivery).toEqual({ storms: [s1], silences: [silence('sil_01')] });
+
+    // Settling again, owing what is owed, and upserting equal records: no write at all.
+    const before = await revision();
+    await store.commitDelivery(
+      delivery({ settled: [{ id: a!.id, outcome: 'delivered', reason: null }], owed: [stormTrigger], storms: [storm('pd', 'dev', 'prod')], silences: [silence('sil_01')] }),
+    );
+    await store.commitDelivery(delivery({}));
+    expect(await revision()).toBe(before);
+
+    // Upserts replace the record whole; ingest commits keep storms and silences.
+    const resolved = { ...s1, status: 'resolved' as const, open: [], updatedAt: LATER };
+    await store.commitDelivery(delivery({ storms: [resolved], silences: [silence('sil_01', { endsAt: LATER })] }));
+    await store.commit(commitOf(state, 20, 25));
+    expect(await revision()).toBe(before! + 2);
+    loaded = await new KvStore(nc, { bucket: name }).load();
+    expect(loaded.delivery).toEqual({ storms: [resolved], silences: [silence('sil_01', { endsAt: LATER })] });
+    expect(loaded.checkpoint).toEqual({ streamSeq: 25 });
+  });
+
+  it('reads a snapshot written before storms and silences existed', async () => {
+    const name = bucket();
+    const writer = new KvStore(nc, { bucket: name });
+    await writer.load();
+    const state = emptyState();
+    await writer.commit(commitOf(state, 0, 5));
+    // Rewrite the value as the previous version wrote it: v1 without storms and silences.
+    const kv = await new Kvm(nc).open(name);
+    const { storms: _s, silences: _q, ...old } = (await kv.get('snapshot'))!.json<Record<string, unknown>>();
+    expect(_s).toEqual([]);
+    await kv.put('snapshot', JSON.stringify(old));
+
+    const store = new KvStore(nc, { bucket: name });
+    const loaded = sorted(await store.load());
+    expectLoaded(loaded, state, 5);
+    expect(loaded.delivery).toEqual({ silences: [], storms: [] });
+    await store.commitDelivery(delivery({ storms: [storm('pd', 'dev', 'prod')] }));
+    const value = (await kv.get('snapshot'))!.json<Record<string, unknown>>();
+    expect(value).toMatchObject({ v: 1, storms: [storm('pd', 'dev', 'prod')], silences: [] });
   });
 
   it('a second writer gets a conflict instead of overwriting', async () => {
@@ -269,6 +597,7 @@ describe.skipIf(natsMissing())('KvStore', () => {
     await b.load();
     await a.commit(commitOf(emptyState(), 0, 2));
     await expect(b.commit(commitOf(emptyState(), 0, 3))).rejects.toMatchObject({ code: 'STORE_CONFLICT' });
+    await expect(b.commitDelivery(delivery({ storms: [storm('pd', 'dev', 'prod')] }))).rejects.toMatchObject({ code: 'STORE_CONFLICT' });
     expect((await new KvStore(nc, { bucket: name }).load()).checkpoint).toEqual({ streamSeq: 2 });
   });
 
@@ -279,6 +608,13 @@ describe.skipIf(natsMissing())('KvStore', () => {
     const state = emptyState();
     await store.commit(commitOf(state, 0, 1));
     await expect(store.commit(commitOf(state, 1, 40))).rejects.toThrow(/more than one NATS message can carry.*--database-url/);
-    expect((await new KvStore(nc, { bucket: name }).load()).checkpoint).toEqual({ streamSeq: 1 });
+    const huge = silence('sil_huge', { comment: 'x'.repeat(50_000) });
+    await expect(store.commitDelivery(delivery({ silences: [huge], storms: [storm('pd', 'dev', 'prod')] }))).rejects.toThrow(/more than one NATS message can carry/);
+    const loaded = await new KvStore(nc, { bucket: name }).load();
+    expect(loaded.checkpoint).toEqual({ streamSeq: 1 });
+    expect(loaded.delivery).toEqual({ silences: [], storms: [] });
+    // The store goes on from the last good value.
+    await store.commitDelivery(delivery({ silences: [silence('sil_01')] }));
+    expect((await new KvStore(nc, { bucket: name }).load()).delivery.silences).toEqual([silence('sil_01')]);
   });
 });

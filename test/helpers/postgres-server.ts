@@ -74,6 +74,15 @@ function serverIdentity(): { uid: number; gid: number } | undefined | null {
 
 const identity = serverIdentity();
 
+/**
+ * The initdb and postgres executables and the identity to run them as (uid/gid of `postgres` when we are
+ * root), for callers that start the server their own way (the namespace lab); undefined when unavailable.
+ */
+export function postgresCommands(): { readonly initdb: string; readonly postgres: string; readonly uid?: number; readonly gid?: number } | undefined {
+  if (!binaries || identity === null) return undefined;
+  return { ...binaries, ...(identity ?? {}) };
+}
+
 /** Why PostgreSQL tests cannot run here (skip locally), or undefined; throws under CI=true. */
 export const postgresMissing = (): string | undefined =>
   unavailable('PostgreSQL', binaries === undefined, 'install the postgresql package: initdb and postgres under /usr/lib/postgresql/*/bin') ??
