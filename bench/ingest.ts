@@ -12,7 +12,7 @@ import { connect } from '@nats-io/transport-node';
 import pg from 'pg';
 import { ensureResultsStream } from '../controller/ingest.js';
 import { startNatsServer, startPostgresServer, type NatsInstance, type PostgresInstance } from './servers.js';
-import { workload } from './workload.js';
+import { WORKLOAD_ENV, workload } from './workload.js';
 
 const CLI = join(import.meta.dirname, '../cli/bulkhead.js');
 const ADDRESSES = 4;
@@ -93,7 +93,7 @@ async function runOnce(index: number, nats: NatsInstance, postgres: PostgresInst
   const child = spawn(
     process.execPath,
     [...nodeArgs, CLI, 'controller', '--plan', planPath, '--nats', nats.url, '--nats-creds', nats.credsFile('controller'), '--database-url', postgres.url(db), '--listen', '127.0.0.1:0'],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...WORKLOAD_ENV } },
   );
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));

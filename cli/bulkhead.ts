@@ -32,9 +32,11 @@ Usage:
       SIGHUP reloads the plan (an invalid one is refused and the last good one kept); SIGTERM stops.
 
   bulkhead controller --plan FILE --nats URL [--nats-creds FILE] [--nats-ca FILE]
-                      [--database-url postgres://…] [--listen 127.0.0.1:9470]
+                      [--database-url postgres://…] [--listen 127.0.0.1:9470] [--api-token-file FILE]
       Consume the agents' results, track every path and finding, persist state and owed notifications,
-      serve the read API. Without --database-url, state is kept in JetStream KV.
+      deliver alerts to the plan's receivers (secrets from env vars or files), serve the API (silences
+      are written through it: loopback only, or with the bearer token in FILE).
+      Without --database-url, state is kept in JetStream KV.
 
 Exit codes: 0 sealed, 1 violations, 2 inconclusive (or controls failed), 3 usage or plan error.
 `;

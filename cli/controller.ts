@@ -1,4 +1,5 @@
 // `bulkhead controller`: run the controller until SIGTERM/SIGINT; SIGHUP reloads the plan.
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { BulkheadError, PlanError, UsageError } from '../core/errors.js';
 import { Controller, jsonLog } from '../controller/controller.js';
@@ -11,6 +12,19 @@ export function parseListen(value: string): { host: string; port: number } {
   const port = Number(match?.[3]);
   if (!match || port > 65535) throw new UsageError(`--listen: expected host:port such as ${DEFAULT_LISTEN}, got "${value}"`);
   return { host: match[1] ?? match[2]!, port };
+}
+
+/** The API write token: the file's first line, at least 16 characters (a token anyone can guess protects nothing). */
+function readToken(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`--api-token-file: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const token = text.split(/\r?\n/, 1)[0]!.trim();
+  if (token.length < 16) throw new UsageError(`--api-token-file: ${path}: expected a token of at least 16 characters on its first line`);
+  return token;
 }
 
 /** Runs the controller; resolves with the exit code (0 after SIGTERM/SIGINT, 1 when it had to stop). */
@@ -27,6 +41,7 @@ export async function controllerCommand(args: string[]): Promise<number> {
         'nats-ca': { type: 'string' },
         'database-url': { type: 'string' },
         listen: { type: 'string', default: DEFAULT_LISTEN },
+        'api-token-file': { type: 'string' },
       },
     }));
   } catch (err) {
@@ -37,6 +52,7 @@ export async function controllerCommand(args: string[]): Promise<number> {
   // The URL may carry a password: an environment variable keeps it out of `ps`.
   const databaseUrl = values['database-url'] ?? process.env.BULKHEAD_DATABASE_URL;
   const listen = parseListen(values.listen);
+  const apiToken = values['api-token-file'] !== undefined ? readToken(values['api-token-file']) : undefined;
   const log = jsonLog(process.stderr);
 
   // Installed before start-up so that a SIGTERM during it still ends in a clean stop.
@@ -69,6 +85,7 @@ export async function controllerCommand(args: string[]): Promise<number> {
         ...(values['nats-creds'] !== undefined ? { natsCreds: values['nats-creds'] } : {}),
         ...(values['nats-ca'] !== undefined ? { natsCa: values['nats-ca'] } : {}),
         ...(databaseUrl !== undefined ? { databaseUrl } : {}),
+        ...(apiToken !== undefined ? { apiToken } : {}),
       },
       log,
     );

@@ -1,16 +1,33 @@
-// The controller's read-only HTTP API: health, paths, findings, agents, the plan in force, and counters.
-// It only reads the in-memory state; every answer is JSON, and no input can make it throw.
+// The controller's HTTP API: health, paths, findings, agents, the plan in force, counters and deliveries, all
+// read from memory; plus silences, the one thing it writes. Every answer is JSON, and no input can make it throw.
+import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
 import type { LoadedPlan } from '../core/plan-load.js';
+import type { Silence } from './delivery/model.js';
+import { parseSilence } from './delivery/silences.js';
 import type { ControllerState, PathState } from './model.js';
+
+/** Silences and delivery figures: the dispatcher supplies them. */
+export interface DeliveryView {
+  snapshot(): Record<string, unknown>;
+  readonly silences: readonly Silence[];
+  addSilence(silence: Silence): Promise<void>;
+  expireSilence(id: string): Promise<Silence | undefined>;
+  now(): number;
+}
 
 /** What the API reads; the controller supplies it. */
 export interface ApiView {
   state(): ControllerState;
   plan(): LoadedPlan;
   health(): { natsConnected: boolean; lastCommitAt: string | null; committedSeq: number; failure: string | null; store: string };
+  delivery?: DeliveryView;
+  /** When set, writes need `Authorization: Bearer <token>`; when not, writes are accepted from loopback only. */
+  writeToken?: string;
 }
+
+const MAX_BODY_BYTES = 64 * 1024;
 
 export interface ApiServer {
   readonly host: string;
@@ -33,7 +50,7 @@ export function route(view: ApiView, method: string, rawUrl: string): Answer {
   }
   const handler = ROUTES[url.pathname];
   if (handler === undefined) return [404, { error: `no such endpoint: ${url.pathname}`, endpoints: Object.keys(ROUTES) }];
-  if (method !== 'GET' && method !== 'HEAD') return [405, { error: `${method} not allowed: this API is read-only` }];
+  if (method !== 'GET' && method !== 'HEAD') return [405, { error: `${method} not allowed here: only /v1/silences accepts writes` }];
   return handler(view, url.searchParams);
 }
 
@@ -65,6 +82,14 @@ const ROUTES: Record<string, (view: ApiView, params: URLSearchParams) => Answer>
     const agents = [...view.state().agents.values()];
     return [200, { count: agents.length, agents }];
   },
+  '/v1/silences': (view, params) => {
+    if (!view.delivery) return [404, { error: 'no delivery in this controller' }];
+    const now = view.delivery.now();
+    const all = params.get('all') === 'true';
+    const silences = view.delivery.silences.filter((s) => all || Date.parse(s.endsAt) > now);
+    return [200, { count: silences.length, silences }];
+  },
+  '/v1/deliveries': (view) => (view.delivery ? [200, view.delivery.snapshot()] : [404, { error: 'no delivery in this controller' }]),
   '/v1/plan': (view) => {
     const { path, sha256 } = view.plan();
     return [200, { path, sha256 }];
@@ -92,18 +117,22 @@ const ROUTES: Record<string, (view: ApiView, params: URLSearchParams) => Answer>
 /** Listens on host:port (port 0: any free port) and serves the view until close(). */
 export async function startApi(view: ApiView, listen: { host: string; port: number }): Promise<ApiServer> {
   const server = http.createServer((req, res) => {
-    let status: number;
-    let body: string;
-    try {
-      const [s, b] = route(view, req.method ?? 'GET', req.url ?? '/');
-      status = s;
-      body = `${JSON.stringify(b)}\n`;
-    } catch (err) {
-      status = 500;
-      body = `${JSON.stringify({ error: 'internal error', detail: (err as Error).message })}\n`;
+    const reply = ([status, b]: Answer) => {
+      const body = `${JSON.stringify(b)}\n`;
+      res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    };
+    const failed = (err: unknown): Answer => [500, { error: 'internal error', detail: (err as Error).message }];
+    const method = req.method ?? 'GET';
+    if (method === 'POST' || method === 'DELETE') {
+      write(view, req).then(reply, (err) => reply(failed(err)));
+      return;
     }
-    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
-    res.end(req.method === 'HEAD' ? undefined : body);
+    try {
+      reply(route(view, method, req.url ?? '/'));
+    } catch (err) {
+      reply(failed(err));
+    }
   });
   server.headersTimeout = 10_000;
   server.requestTimeout = 15_000;
@@ -130,4 +159,57 @@ export async function startApi(view: ApiView, listen: { host: string; port: numb
         server.closeAllConnections();
       }),
   };
+}
+
+/** POST /v1/silences creates a silence; DELETE /v1/silences/<id> expires one. */
+async function write(view: ApiView, req: http.IncomingMessage): Promise<Answer> {
+  const path = new URL(req.url ?? '/', 'http://controller.invalid').pathname;
+  const match = /^\/v1\/silences(?:\/(sil_[0-9a-f]{16}))?$/.exec(path);
+  if (!match) return [405, { error: `${req.method} not allowed here: only /v1/silences accepts writes` }];
+  const denied = authorize(view, req);
+  if (denied) return denied;
+  if (!view.delivery) return [404, { error: 'no delivery in this controller' }];
+  if (req.method === 'DELETE') {
+    if (match[1] === undefined) return [400, { error: 'DELETE needs a silence id: /v1/silences/<id>' }];
+    const ended = await view.delivery.expireSilence(match[1]);
+    return ended ? [200, { silence: ended }] : [404, { error: `no silence ${match[1]}` }];
+  }
+  if (match[1] !== undefined) return [405, { error: 'POST to /v1/silences, not to a silence' }];
+  const text = await readBody(req);
+  if (text === undefined) return [413, { error: `body larger than ${MAX_BODY_BYTES} bytes` }];
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return [400, { error: 'body: expected JSON' }];
+  }
+  const silence = parseSilence(body, view.delivery.now());
+  if ('problems' in silence) return [400, { error: 'invalid silence', problems: silence.problems }];
+  await view.delivery.addSilence(silence);
+  return [201, { silence }];
+}
+
+function authorize(view: ApiView, req: http.IncomingMessage): Answer | undefined {
+  if (view.writeToken !== undefined) {
+    const given = Buffer.from(/^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '');
+    const wanted = Buffer.from(view.writeToken);
+    return given.length === wanted.length && timingSafeEqual(given, wanted) ? undefined : [401, { error: 'writes need Authorization: Bearer <token>' }];
+  }
+  const remote = req.socket.remoteAddress ?? '';
+  const loopback = remote === '::1' || remote.startsWith('127.') || remote.startsWith('::ffff:127.');
+  return loopback && isIP(remote) !== 0 ? undefined : [403, { error: 'writes are accepted from loopback only unless the controller has an API token (--api-token-file)' }];
+}
+
+/** The request body as text, or undefined when it exceeds MAX_BODY_BYTES. */
+function readBody(req: http.IncomingMessage): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= MAX_BODY_BYTES) chunks.push(chunk);
+    });
+    req.on('end', () => resolve(size > MAX_BODY_BYTES ? undefined : Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
 }

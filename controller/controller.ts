@@ -4,7 +4,13 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { PlanError } from '../core/errors.js';
 import { loadPlan, type LoadedPlan } from '../core/plan-load.js';
 import { startApi, type ApiServer } from './api.js';
+import { systemClock, type Clock } from './delivery/clock.js';
+import { Dispatcher } from './delivery/dispatcher.js';
+import { httpPost } from './delivery/lane.js';
 import { connectNats, Ingest, type IngestOptions, type Log } from './ingest.js';
+import { applyReceiverFailed, applyReceiverWorks } from './lifecycle.js';
+import { resolveAlerting, type ReceiverRuntime, type WatchdogRuntime } from './receivers/config.js';
+import { Watchdog } from './watchdog.js';
 import type { ControllerState } from './model.js';
 import type { Snapshot, StateStore } from './store.js';
 import { KvStore } from './store-kv.js';
@@ -20,6 +26,14 @@ export interface ControllerOptions {
   readonly listen: { readonly host: string; readonly port: number };
   readonly ingest?: IngestOptions;
   readonly kvBucket?: string;
+  /** Where the console receiver prints (default: stdout). */
+  readonly print?: (line: string) => void;
+  /** Writes to the API (silences) need this bearer token; without it they are accepted from loopback only. */
+  readonly apiToken?: string;
+  /** Where secret references of the form { env: NAME } are looked up (default: process.env). */
+  readonly env?: NodeJS.ProcessEnv;
+  /** The delivery side's clock (tests). */
+  readonly clock?: Clock;
 }
 
 /** One JSON object per line on `stream`: easy to grep, easy to ship. */
@@ -44,9 +58,12 @@ export function stateFromSnapshot(s: Snapshot): ControllerState {
 /** A running controller. */
 export class Controller {
   private natsConnected = true;
+  private dispatcher: Dispatcher | undefined;
+  private watchdog: Watchdog | undefined;
 
   private constructor(
     private loaded: LoadedPlan,
+    private receivers: readonly ReceiverRuntime[],
     private readonly options: ControllerOptions,
     private readonly log: Log,
     readonly nc: NatsConnection,
@@ -59,15 +76,42 @@ export class Controller {
   /** Starts everything; on failure closes what was opened and rethrows. */
   static async start(options: ControllerOptions, log: Log): Promise<Controller> {
     const loaded = await loadPlan(options.planPath);
+    // Secrets are read now, so a missing one stops the start with the field named instead of failing at 3 a.m.
+    const { receivers, watchdog } = resolveAlerting(loaded, options.env);
     const nc = await connectNats({ url: options.natsUrl, credsFile: options.natsCreds, caFile: options.natsCa });
     const store =
       options.databaseUrl !== undefined ? new PostgresStore({ url: options.databaseUrl }) : new KvStore(nc, { ...(options.kvBucket ? { bucket: options.kvBucket } : {}) });
     let controller: Controller | undefined;
     try {
-      const state = stateFromSnapshot(await store.load());
+      const snapshot = await store.load();
+      const state = stateFromSnapshot(snapshot);
       const ingestOptions: IngestOptions = { minCommitIntervalMs: store.kind === 'kv' ? 250 : 0, ...options.ingest };
-      const ingest = new Ingest({ nc, store, state, plan: () => controller!.loaded.plan, log }, ingestOptions);
-      controller = new Controller(loaded, options, log, nc, store, state, ingest, undefined);
+      const ingest = new Ingest(
+        { nc, store, state, plan: () => controller!.loaded.plan, log, committed: (notifications) => controller?.dispatcher?.enqueue(notifications) },
+        ingestOptions,
+      );
+      controller = new Controller(loaded, receivers, options, log, nc, store, state, ingest, undefined);
+      const self = controller;
+      self.dispatcher = new Dispatcher(
+        {
+          store,
+          state,
+          alerting: () => self.loaded.plan.alerting,
+          receivers: () => self.receivers,
+          clock: options.clock ?? systemClock,
+          random: Math.random,
+          log,
+          post: httpPost,
+          print: options.print ?? ((line) => void process.stdout.write(`${line}\n`)),
+          receiverFailed: (receiver, reason) => ingest.submit((s, ctx) => applyReceiverFailed(s, receiver, reason, ctx)),
+          receiverWorks: (receiver) => {
+            if (state.findings.get(`receiver-failed:${receiver}`)?.status === 'firing') ingest.submit((s, ctx) => applyReceiverWorks(s, receiver, ctx));
+          },
+        },
+        snapshot.delivery,
+      );
+      // What a previous run committed but never settled goes out first (after its group wait).
+      self.dispatcher.enqueue(state.outbox.values());
       controller.watchConnection();
       await ingest.start();
       controller.api = await startApi(
@@ -81,9 +125,20 @@ export class Controller {
             failure: ingest.failure?.message ?? null,
             store: store.kind,
           }),
+          delivery: {
+            snapshot: () => self.dispatcher!.snapshot(),
+            get silences() {
+              return self.dispatcher!.silences;
+            },
+            addSilence: (silence) => self.dispatcher!.addSilence(silence),
+            expireSilence: (id) => self.dispatcher!.expireSilence(id),
+            now: () => (options.clock ?? systemClock).now(),
+          },
+          ...(options.apiToken !== undefined ? { writeToken: options.apiToken } : {}),
         },
         options.listen,
       );
+      if (watchdog) controller.startWatchdog(watchdog);
       log('info', 'controller started', {
         plan: loaded.path,
         planSha256: loaded.sha256,
@@ -95,6 +150,8 @@ export class Controller {
       return controller;
     } catch (err) {
       await controller?.ingest.stop().catch(() => undefined);
+      await controller?.dispatcher?.stop().catch(() => undefined);
+      await controller?.watchdog?.stop().catch(() => undefined);
       await store.close().catch(() => undefined);
       await nc.close().catch(() => undefined);
       throw err;
@@ -118,7 +175,13 @@ export class Controller {
   async reloadPlan(): Promise<boolean> {
     try {
       const next = await loadPlan(this.options.planPath);
+      const { receivers, watchdog } = resolveAlerting(next, this.options.env);
       this.loaded = next;
+      this.receivers = receivers;
+      this.dispatcher?.reconfigure();
+      if (watchdog && this.watchdog) this.watchdog.update(watchdog);
+      else if (watchdog) this.startWatchdog(watchdog);
+      else void this.watchdog?.stop().then(() => (this.watchdog = undefined));
       this.log('info', 'plan reloaded', { plan: next.path, planSha256: next.sha256 });
       return true;
     } catch (err) {
@@ -130,11 +193,26 @@ export class Controller {
 
   /** Stops consuming, lets the commit in progress finish, then closes the API, the store and NATS. */
   async stop(): Promise<void> {
+    await this.watchdog?.stop();
     await this.ingest.stop();
+    await this.dispatcher?.stop();
     await this.api?.close();
     await this.store.close();
     await this.nc.drain().catch(() => this.nc.close());
     this.log('info', 'controller stopped', { checkpoint: this.state.checkpoint.streamSeq });
+  }
+
+  private startWatchdog(runtime: WatchdogRuntime): void {
+    const address = this.apiAddress;
+    this.watchdog = new Watchdog(runtime, {
+      clock: this.options.clock ?? systemClock,
+      post: httpPost,
+      log: this.log,
+      healthy: () => this.natsConnected && this.ingest.failure === undefined,
+      receivers: () => this.receivers,
+      instance: address ? `${address.host}:${address.port}` : 'controller',
+    });
+    this.watchdog.start();
   }
 
   private watchConnection(): void {

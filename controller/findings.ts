@@ -94,7 +94,15 @@ function owe(state: ControllerState, changes: Changes, finding: Finding, action:
  * Fires a finding: a new incident with one trigger per routed receiver, unless it is already firing, in which
  * case only what it says is refreshed (no second page for the same incident).
  */
-export function fireFinding(state: ControllerState, changes: Changes, alerting: Alerting, spec: FindingSpec, at: string, reason: string): Finding {
+export function fireFinding(
+  state: ControllerState,
+  changes: Changes,
+  alerting: Alerting,
+  spec: FindingSpec,
+  at: string,
+  reason: string,
+  exclude?: string,
+): Finding {
   const existing = state.findings.get(spec.key);
   if (existing?.status === 'firing') {
     const said = JSON.stringify([existing.labels, existing.summary, existing.details]);
@@ -115,7 +123,7 @@ export function fireFinding(state: ControllerState, changes: Changes, alerting: 
     summary: spec.summary,
     details: spec.details,
     // Routes are read at firing time and remembered, so the resolve reaches the same receivers after a plan change.
-    receivers: receiversFor(spec.labels, alerting),
+    receivers: receiversFor(spec.labels, alerting).filter((r) => r !== exclude),
   } satisfies Partial<Finding>;
   // A finding that fires again after a resolve keeps its key and starts its next incident.
   const finding: Finding = existing
@@ -239,5 +247,16 @@ export function impersonationFinding(info: ImpersonationInfo): FindingSpec {
     labels: { kind: 'impersonation', severity: 'critical', from_env: senderEnv },
     summary: `a message on ${info.subject} claims to come from ${info.claimedEnv}/${info.claimedAgent}: ${info.detail}`,
     details: { detail: info.detail, subject: info.subject, claimedEnv: info.claimedEnv, claimedAgent: info.claimedAgent },
+  };
+}
+
+/** A receiver refused a notification for good: the people behind the other receivers must hear that alerts are not arriving. */
+export function receiverFailedFinding(receiver: string, reason: string): FindingSpec {
+  return {
+    key: `receiver-failed:${receiver}`,
+    kind: 'receiver-failed',
+    labels: { kind: 'receiver-failed', severity: 'error' },
+    summary: `receiver ${receiver} refused a notification for good (${reason}): its alerts are not arriving, see the dead letters`,
+    details: { receiver, reason },
   };
 }

@@ -132,7 +132,12 @@ export interface IngestDeps {
   readonly state: ControllerState;
   readonly plan: () => Plan;
   readonly log: Log;
+  /** Called after each commit with the notifications it persisted: only committed notifications may be sent. */
+  readonly committed?: (notifications: Effects['notifications']) => void;
 }
+
+/** A change the controller itself makes (a receiver failed, or works again), applied and committed like a message. */
+export type InternalEvent = (state: ControllerState, ctx: LifecycleContext) => Effects;
 
 interface InFlight {
   readonly promise: Promise<void>;
@@ -182,6 +187,7 @@ export class Ingest {
   private queue: Delivered[] = [];
   private heartbeats = new Map<string, Heartbeat>();
   private impersonations = new Map<string, { subject: string; claimedEnv: string; claimedAgent: string; detail: string }>();
+  private internal: InternalEvent[] = [];
   private dirty = false;
   private tickDue = false;
   private resyncWanted = false;
@@ -250,6 +256,12 @@ export class Ingest {
     await this.messages?.close().catch(() => undefined);
   }
 
+  /** Queues a change the controller makes itself; it is committed with the next batch, then its notifications sent. */
+  submit(event: InternalEvent): void {
+    this.internal.push(event);
+    this.wake?.();
+  }
+
   /** Asks the loop to start consuming again from the checkpoint (after a reconnect: deliveries may have been lost). */
   requestResync(): void {
     this.resyncWanted = true;
@@ -315,7 +327,15 @@ export class Ingest {
   }
 
   private hasWork(): boolean {
-    return this.queue.length > 0 || this.heartbeats.size > 0 || this.impersonations.size > 0 || this.tickDue || this.resyncWanted || this.dirty;
+    return (
+      this.queue.length > 0 ||
+      this.heartbeats.size > 0 ||
+      this.impersonations.size > 0 ||
+      this.internal.length > 0 ||
+      this.tickDue ||
+      this.resyncWanted ||
+      this.dirty
+    );
   }
 
   // Pipelined: the next batch is applied in memory while the previous commit is in flight (stores take what
@@ -375,6 +395,7 @@ export class Ingest {
     this.committedSeq = inflight.unit.commit.streamSeq;
     this.lastCommitAt = new Date().toISOString();
     for (const msg of inflight.unit.acks) msg.ack();
+    if (inflight.unit.commit.effects.notifications.length > 0) this.deps.committed?.(inflight.unit.commit.effects.notifications);
     return undefined;
   }
 
@@ -431,6 +452,7 @@ export class Ingest {
     this.impersonations.clear();
     for (const hb of this.heartbeats.values()) acc.add(applyHeartbeat(state, hb, ctx));
     this.heartbeats.clear();
+    for (const event of this.internal.splice(0)) acc.add(event(state, ctx));
     if (this.tickDue) {
       this.tickDue = false;
       acc.add(tick(state, ctx));

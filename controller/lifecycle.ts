@@ -16,6 +16,7 @@ import {
   impersonationFinding,
   pathFinding,
   pathFindingKey,
+  receiverFailedFinding,
   resolveFinding,
   type FindingSpec,
   type ImpersonationInfo,
@@ -326,5 +327,23 @@ export function tick(state: ControllerState, ctx: LifecycleContext): Effects {
       resolveFinding(state, changes, finding.key, at, 'the allow rule is no longer expired in the plan');
     }
   }
+  return changes.effects();
+}
+
+/**
+ * A receiver dead-lettered a notification: fire `receiver-failed` for it, routed to every other receiver the routes
+ * pick (never to the one that is failing). Already firing: the summary is refreshed, nobody is paged twice.
+ */
+export function applyReceiverFailed(state: ControllerState, receiver: string, reason: string, ctx: LifecycleContext): Effects {
+  const changes = new Changes();
+  const at = ctx.now.toISOString();
+  fireFinding(state, changes, ctx.plan.alerting, receiverFailedFinding(receiver, reason), at, `dead letter at ${receiver}`, receiver);
+  return changes.effects();
+}
+
+/** The receiver accepted a request again: its receiver-failed finding resolves. */
+export function applyReceiverWorks(state: ControllerState, receiver: string, ctx: LifecycleContext): Effects {
+  const changes = new Changes();
+  resolveFinding(state, changes, `receiver-failed:${receiver}`, ctx.now.toISOString(), `${receiver} accepted a request`);
   return changes.effects();
 }

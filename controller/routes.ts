@@ -29,3 +29,34 @@ export function receiversFor(labels: FindingLabels, alerting: Alerting): string[
   }
   return receivers;
 }
+
+export interface GroupTimings {
+  readonly groupWaitMs: number;
+  readonly groupIntervalMs: number;
+  readonly repeatIntervalMs: number;
+}
+
+/**
+ * The grouping timings for a finding at one receiver: those of the first route (walked as receiversFor walks them)
+ * that matched and named the receiver, falling back to the alerting section's.
+ */
+export function timingsFor(labels: FindingLabels, receiver: string, alerting: Alerting): GroupTimings {
+  const fallback = { groupWaitMs: alerting.group_wait, groupIntervalMs: alerting.group_interval, repeatIntervalMs: alerting.repeat_interval };
+  for (const route of alerting.routes) {
+    if (!matches(route.match, labels)) continue;
+    if (route.receivers.includes(receiver)) {
+      return {
+        groupWaitMs: route.group_wait ?? fallback.groupWaitMs,
+        groupIntervalMs: route.group_interval ?? fallback.groupIntervalMs,
+        repeatIntervalMs: route.repeat_interval ?? fallback.repeatIntervalMs,
+      };
+    }
+    if (!route.continue) break;
+  }
+  return fallback;
+}
+
+/** Whether a finding's labels satisfy a set of matchers (routes and silences share the semantics). */
+export function labelsMatch(match: Matchers, labels: FindingLabels): boolean {
+  return matches(match, labels);
+}

@@ -10,7 +10,7 @@ import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { workload, type Workload } from '../../bench/workload.js';
+import { WORKLOAD_ENV, workload, type Workload } from '../../bench/workload.js';
 import { ensureResultsStream } from '../../controller/ingest.js';
 import { natsMissing, type NatsServer } from '../helpers/nats-server.js';
 import { postgresMissing, startPostgres, type PostgresServer } from '../helpers/postgres-server.js';
@@ -66,7 +66,7 @@ describe.skipIf(natsMissing() ?? postgresMissing())('controller crash safety (re
   function spawnController(databaseUrl?: string): Child {
     const args = [CLI, 'controller', '--plan', planPath, '--nats', nats.url, '--nats-creds', nats.credsFile('controller'), '--listen', '127.0.0.1:0'];
     if (databaseUrl) args.push('--database-url', databaseUrl);
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...WORKLOAD_ENV } });
     children.add(proc);
     let err = '';
     proc.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-20_000)));

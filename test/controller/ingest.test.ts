@@ -8,7 +8,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { workload } from '../../bench/workload.js';
+import { WORKLOAD_ENV, workload } from '../../bench/workload.js';
 import { Controller, type ControllerOptions } from '../../controller/controller.js';
 import type { Log } from '../../controller/ingest.js';
 import { subjects, type Heartbeat } from '../../core/wire.js';
@@ -54,6 +54,7 @@ describe.skipIf(natsMissing() ?? postgresMissing())('controller ingest', () => {
         natsCreds: nats.credsFile('controller'),
         databaseUrl: url(db),
         listen: { host: '127.0.0.1', port: 0 },
+        env: WORKLOAD_ENV,
         ingest: { tickMs: 200, ...extra.ingest },
         ...extra,
       },
@@ -195,7 +196,7 @@ describe.skipIf(natsMissing() ?? postgresMissing())('controller ingest', () => {
     expect((await db.query('SELECT stream_seq::int AS s FROM bulkhead.checkpoint')).rows[0].s).toBe(before);
 
     const second = await Controller.start(
-      { planPath, natsUrl: nats.url, natsCreds: nats.credsFile('controller'), databaseUrl: url(first.db), listen: { host: '127.0.0.1', port: 0 } },
+      { planPath, natsUrl: nats.url, natsCreds: nats.credsFile('controller'), databaseUrl: url(first.db), listen: { host: '127.0.0.1', port: 0 }, env: WORKLOAD_ENV },
       log,
     );
     running.push(second);

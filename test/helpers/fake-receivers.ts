@@ -28,6 +28,8 @@ export interface Fake<A> {
   readonly rejected: { received: Received; problems: string[] }[];
   /** Answers the next requests with these, in order, before any validation. */
   script(...answers: Answer[]): void;
+  /** While down, every connection is reset as soon as a request arrives (a receiver outage); requests are not recorded. */
+  down(on: boolean): void;
   close(): Promise<void>;
 }
 
@@ -38,7 +40,12 @@ async function startFake<A>(basePath: string, handle: Handler<A>): Promise<Fake<
   const accepted: A[] = [];
   const rejected: { received: Received; problems: string[] }[] = [];
   const queue: Answer[] = [];
+  let isDown = false;
   const server = http.createServer((req, res) => {
+    if (isDown) {
+      req.socket.destroy();
+      return;
+    }
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -62,6 +69,7 @@ async function startFake<A>(basePath: string, handle: Handler<A>): Promise<Fake<
     accepted,
     rejected,
     script: (...answers) => queue.push(...answers),
+    down: (on) => void (isDown = on),
     close: () => stop(server),
   };
 }

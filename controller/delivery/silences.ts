@@ -1,0 +1,67 @@
+// Silences: label matchers with an expiry, created through the controller's API. A silenced finding is still
+// tracked; only sending waits. The API's input is parsed here with the same strictness as the plan.
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { FINDING_KINDS, SEVERITIES, parseDurationMs } from '../../core/plan.js';
+import type { FindingLabels } from '../model.js';
+import type { Silence, SilenceMatchers } from './model.js';
+
+/** A silence longer than this is a forgotten silence: use a plan change instead. */
+export const MAX_SILENCE_MS = 30 * 24 * 3_600_000;
+
+const Name = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, { error: 'expected a name (lowercase letters, digits, - and _)' });
+const list = <T extends z.ZodType>(item: T) => z.union([item, z.array(item).min(1)]).transform((v) => (Array.isArray(v) ? v : [v]));
+
+const SilenceInput = z
+  .strictObject({
+    matchers: z
+      .strictObject({
+        from_env: list(Name).optional(),
+        to_env: list(Name).optional(),
+        target: list(Name).optional(),
+        kind: list(z.enum(FINDING_KINDS)).optional(),
+        severity: list(z.enum(SEVERITIES)).optional(),
+      })
+      .refine((m) => Object.values(m).some((v) => v !== undefined), { error: 'expected at least one matcher: a silence for everything hides every alert' }),
+    /** `2h`, `30m`: from now (or from starts_at). */
+    duration: z.string().refine((v) => parseDurationMs(v) !== undefined, { error: 'expected a duration such as 30m or 2h' }).optional(),
+    starts_at: z.iso.datetime({ offset: true }).optional(),
+    ends_at: z.iso.datetime({ offset: true }).optional(),
+    created_by: z.string().trim().min(1, { error: 'say who is silencing' }).max(200),
+    comment: z.string().trim().min(1, { error: 'say why (a ticket, a maintenance window)' }).max(2000),
+  })
+  .refine((s) => (s.duration === undefined) !== (s.ends_at === undefined), { error: 'give exactly one of duration and ends_at', path: ['ends_at'] });
+
+/** Parses an API request body into a silence starting now (or at starts_at); problems name the field. */
+export function parseSilence(body: unknown, now: number): Silence | { problems: string[] } {
+  const parsed = SilenceInput.safeParse(body);
+  if (!parsed.success) return { problems: parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`) };
+  const input = parsed.data;
+  const startsMs = input.starts_at !== undefined ? Date.parse(input.starts_at) : now;
+  const endsMs = input.ends_at !== undefined ? Date.parse(input.ends_at) : startsMs + parseDurationMs(input.duration!)!;
+  if (endsMs <= Math.max(now, startsMs)) return { problems: ['ends_at: must be in the future and after starts_at'] };
+  if (endsMs - startsMs > MAX_SILENCE_MS) return { problems: [`ends_at: a silence may last at most ${MAX_SILENCE_MS / 86_400_000} days`] };
+  const { duration: _d, starts_at: _s, ends_at: _e, created_by: createdBy, comment, matchers } = input;
+  return {
+    id: `sil_${randomBytes(8).toString('hex')}`,
+    matchers: matchers as SilenceMatchers,
+    startsAt: new Date(startsMs).toISOString(),
+    endsAt: new Date(endsMs).toISOString(),
+    createdBy,
+    comment,
+    createdAt: new Date(now).toISOString(),
+  };
+}
+
+const LABELS = ['from_env', 'to_env', 'target', 'kind', 'severity'] as const;
+
+/** Active at `now` and every given matcher equals one of its values (a label the finding lacks does not match). */
+export function silences(silence: Silence, labels: FindingLabels, now: number): boolean {
+  if (now < Date.parse(silence.startsAt) || now >= Date.parse(silence.endsAt)) return false;
+  return LABELS.every((name) => {
+    const wanted = silence.matchers[name] as readonly string[] | undefined;
+    if (wanted === undefined) return true;
+    const value = labels[name];
+    return value !== undefined && wanted.includes(value);
+  });
+}
