@@ -9,7 +9,7 @@ import { Dispatcher } from './delivery/dispatcher.js';
 import { httpPost } from './delivery/lane.js';
 import { connectNats, Ingest, type IngestOptions, type Log } from './ingest.js';
 import { applyReceiverFailed, applyReceiverWorks } from './lifecycle.js';
-import { resolveAlerting, type ReceiverRuntime, type WatchdogRuntime } from './receivers/config.js';
+import { redact, resolveAlerting, secretsOf, type ReceiverRuntime, type WatchdogRuntime } from './receivers/config.js';
 import { Watchdog } from './watchdog.js';
 import type { ControllerState } from './model.js';
 import type { Snapshot, StateStore } from './store.js';
@@ -55,11 +55,22 @@ export function stateFromSnapshot(s: Snapshot): ControllerState {
   };
 }
 
+function redactDeep<T>(value: T, secrets: readonly string[]): T {
+  if (typeof value === 'string') return redact(value, secrets) as T;
+  if (Array.isArray(value)) return value.map((v) => redactDeep(v, secrets)) as T;
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactDeep(v, secrets)])) as T;
+  }
+  return value;
+}
+
 /** A running controller. */
 export class Controller {
   private natsConnected = true;
   private dispatcher: Dispatcher | undefined;
   private watchdog: Watchdog | undefined;
+  /** The secrets the log redacts; replaced in place when a reload brings new ones. */
+  private secrets: string[] = [];
 
   private constructor(
     private loaded: LoadedPlan,
@@ -74,10 +85,13 @@ export class Controller {
   ) {}
 
   /** Starts everything; on failure closes what was opened and rethrows. */
-  static async start(options: ControllerOptions, log: Log): Promise<Controller> {
+  static async start(options: ControllerOptions, rawLog: Log): Promise<Controller> {
     const loaded = await loadPlan(options.planPath);
     // Secrets are read now, so a missing one stops the start with the field named instead of failing at 3 a.m.
     const { receivers, watchdog } = resolveAlerting(loaded, options.env);
+    // Whatever a library puts in an error message, a secret never reaches the log.
+    const secrets = secretsOf(receivers, watchdog);
+    const log: Log = (level, msg, fields) => rawLog(level, redact(msg, secrets), fields === undefined ? undefined : redactDeep(fields, secrets));
     const nc = await connectNats({ url: options.natsUrl, credsFile: options.natsCreds, caFile: options.natsCa });
     const store =
       options.databaseUrl !== undefined ? new PostgresStore({ url: options.databaseUrl }) : new KvStore(nc, { ...(options.kvBucket ? { bucket: options.kvBucket } : {}) });
@@ -92,6 +106,7 @@ export class Controller {
       );
       controller = new Controller(loaded, receivers, options, log, nc, store, state, ingest, undefined);
       const self = controller;
+      self.secrets = secrets;
       self.dispatcher = new Dispatcher(
         {
           store,
@@ -111,7 +126,7 @@ export class Controller {
         snapshot.delivery,
       );
       // What a previous run committed but never settled goes out first (after its group wait).
-      self.dispatcher.enqueue(state.outbox.values());
+      self.dispatcher.resume();
       controller.watchConnection();
       await ingest.start();
       controller.api = await startApi(
@@ -176,6 +191,7 @@ export class Controller {
     try {
       const next = await loadPlan(this.options.planPath);
       const { receivers, watchdog } = resolveAlerting(next, this.options.env);
+      this.secrets.push(...secretsOf(receivers, watchdog).filter((secret) => !this.secrets.includes(secret)));
       this.loaded = next;
       this.receivers = receivers;
       this.dispatcher?.reconfigure();

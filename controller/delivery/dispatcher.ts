@@ -116,6 +116,26 @@ export class Dispatcher {
     }
   }
 
+  /**
+   * Starts from what the store holds: the unsettled outbox is sent again (after its group wait) and every group
+   * with something firing gets its reminders back (Alertmanager forgets alerts that are not re-sent).
+   */
+  resume(): void {
+    this.enqueue(this.deps.state.outbox.values());
+    const firing = new Set<string>();
+    for (const f of this.deps.state.findings.values()) {
+      if (f.status === 'firing') for (const r of f.receivers) firing.add(groupKey(r, f));
+    }
+    for (const s of this.storms.values()) if (s.status === 'firing') firing.add(s.key);
+    for (const key of firing) {
+      const [receiver] = key.split('|') as [string];
+      const [from, to] = key.slice(receiver.length + 1).split('→') as [string, string];
+      const g = this.groupFor(key, receiver, from === '-' ? undefined : from, to === '-' ? undefined : to);
+      const runtime = this.receiverMap.get(receiver);
+      if (runtime) this.remind(g, runtime);
+    }
+  }
+
   /** Takes committed notifications (the outbox at start, then each commit's new ones). */
   enqueue(notifications: Iterable<Notification>): void {
     const now = this.deps.clock.now();
@@ -213,11 +233,13 @@ export class Dispatcher {
   // ---- grouping ------------------------------------------------------------------------------------------------
 
   private group(n: Notification): Group {
-    const key = groupKey(n.receiver, n.finding);
+    return this.groupFor(groupKey(n.receiver, n.finding), n.receiver, n.finding.labels.from_env, n.finding.labels.to_env);
+  }
+
+  private groupFor(key: string, receiver: string, from_env: string | undefined, to_env: string | undefined): Group {
     let g = this.groups.get(key);
     if (g === undefined) {
-      const { from_env, to_env } = n.finding.labels;
-      g = { key, receiver: n.receiver, from_env, to_env, pending: new Map(), pendingSince: null, lastFlushAt: null, timer: undefined, timerAt: Infinity, flushing: false, again: false, reminder: undefined };
+      g = { key, receiver, from_env, to_env, pending: new Map(), pendingSince: null, lastFlushAt: null, timer: undefined, timerAt: Infinity, flushing: false, again: false, reminder: undefined };
       this.groups.set(key, g);
     }
     return g;

@@ -115,7 +115,9 @@ class Harness {
       },
       this.store.delivery(),
     );
-    this.dispatcher.enqueue([...this.store.outbox.values()]);
+    // The controller loads the store's outbox into its state before starting the dispatcher.
+    for (const n of this.store.outbox.values()) this.state.outbox.set(n.id, n);
+    this.dispatcher.resume();
     return this.dispatcher;
   }
 
@@ -368,6 +370,27 @@ describe('alert delivery', () => {
     expect(fakes.pd.accepted.map((e) => e.event_action)).toEqual(['trigger', 'resolve']);
     expect(fakes.pd.open.size).toBe(0);
     expect(fakes.hook.duplicates).toEqual([]);
+  });
+
+  it('Alertmanager: firing alerts are re-sent every 2 minutes, also after a restart, and stop once resolved', async () => {
+    make({ receivers: ['am'], alerting: { group_wait: '1s', group_interval: '10s' } });
+    h.observe('staging', [db(1)], 'open');
+    await h.clock.advance(1_000);
+    await eventually(() => fakes.am.accepted.length === 1, 'trigger');
+    await h.dispatcher.stop();
+    h.start();
+    await h.clock.advance(2 * MIN);
+    await eventually(() => fakes.am.accepted.length === 2, 're-sent after the restart');
+    const [first, again] = [fakes.am.accepted[0]![0]!, fakes.am.accepted[1]![0]!];
+    expect(again.labels).toEqual(first.labels);
+    expect(Date.parse(again.endsAt!)).toBeGreaterThan(h.clock.now());
+    h.observe('staging', [db(1)], 'filtered');
+    await h.clock.advance(10_000);
+    await eventually(() => fakes.am.resolved(first.labels) === true, 'resolve');
+    const sent = fakes.am.accepted.length;
+    await h.clock.advance(10 * MIN);
+    await quiet();
+    expect(fakes.am.accepted).toHaveLength(sent);
   });
 
   it('webhook: the HMAC verifies and the webhook-id is the same on a retry', async () => {
