@@ -10,13 +10,11 @@ import type { ReceiverRuntime } from '../receivers/config.js';
 import { timingsFor } from '../routes.js';
 import type { StateStore } from '../store.js';
 import type { Clock, Timer } from './clock.js';
-import { Lane, type Post, type Send, type SendResult } from './lane.js';
+import { Lane, toSends, type Post, type Send, type SendResult } from './lane.js';
 import type { DeliveryCommit, DeliveryState, Settled, Silence, StormRecord } from './model.js';
-import { silences as silenceMatches } from './silences.js';
+import { partitionSilenced, SilenceBook } from './silences.js';
 import { planFlush, stormFinding } from './storm.js';
 
-/** Webhook and Alertmanager requests carry at most this many notifications each. */
-const BATCH = 100;
 /** Alertmanager forgets a firing alert at its endsAt (5 min): re-send well before that. */
 const ALERTMANAGER_RESEND_MS = 2 * 60_000;
 /** A failed delivery commit is retried this much later, with the notifications back in their group. */
@@ -84,8 +82,7 @@ export class Dispatcher {
   private readonly groups = new Map<string, Group>();
   private readonly lanes = new Map<string, Lane>();
   private readonly storms = new Map<string, StormRecord>();
-  private readonly silenceList = new Map<string, Silence>();
-  private readonly silenceTimers = new Map<string, Timer>();
+  private readonly book: SilenceBook;
   private readonly stats = new Map<string, ReceiverStats>();
   private readonly dead: DeadLetter[] = [];
   private receiverMap = new Map<string, ReceiverRuntime>();
@@ -97,7 +94,10 @@ export class Dispatcher {
     delivery: DeliveryState,
   ) {
     for (const s of delivery.storms) this.storms.set(s.key, structuredClone(s));
-    for (const s of delivery.silences) this.trackSilence(structuredClone(s));
+    // When a silence ends, every group holding notifications flushes.
+    this.book = new SilenceBook(deps.clock, (silence) => this.commit({ silences: [silence] }), delivery.silences, () => {
+      for (const g of this.groups.values()) if (g.pending.size > 0) this.schedule(g, this.deps.clock.now());
+    });
     this.reconfigure();
   }
 
@@ -158,7 +158,7 @@ export class Dispatcher {
       g.timer?.cancel();
       g.reminder?.cancel();
     }
-    for (const t of this.silenceTimers.values()) t.cancel();
+    this.book.stop();
     await Promise.all([...this.lanes.values()].map((lane) => lane.stop()));
     await this.commits;
   }
@@ -166,41 +166,21 @@ export class Dispatcher {
   // ---- silences ------------------------------------------------------------------------------------------------
 
   get silences(): Silence[] {
-    return [...this.silenceList.values()].sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    return this.book.list();
   }
 
   /** Persists and applies a silence; held notifications are looked at again when it ends. */
-  async addSilence(silence: Silence): Promise<void> {
-    await this.commit({ silences: [silence] });
-    this.trackSilence(silence);
+  addSilence(silence: Silence): Promise<void> {
+    return this.book.add(silence);
   }
 
   /** Ends a silence now; undefined when there is no such silence. */
-  async expireSilence(id: string): Promise<Silence | undefined> {
-    const silence = this.silenceList.get(id);
-    if (silence === undefined) return undefined;
-    const ended = { ...silence, endsAt: new Date(Math.min(this.deps.clock.now(), Date.parse(silence.endsAt))).toISOString() };
-    await this.commit({ silences: [ended] });
-    this.trackSilence(ended);
-    return ended;
-  }
-
-  private trackSilence(silence: Silence): void {
-    this.silenceList.set(silence.id, silence);
-    this.silenceTimers.get(silence.id)?.cancel();
-    const wait = Date.parse(silence.endsAt) - this.deps.clock.now();
-    // When it ends, every group holding notifications flushes (a start in the future needs no timer: flushes check).
-    this.silenceTimers.set(
-      silence.id,
-      this.deps.clock.after(Math.max(0, wait), () => {
-        for (const g of this.groups.values()) if (g.pending.size > 0) this.schedule(g, this.deps.clock.now());
-      }),
-    );
+  expireSilence(id: string): Promise<Silence | undefined> {
+    return this.book.expire(id);
   }
 
   private silenced(n: Notification, now: number): boolean {
-    for (const s of this.silenceList.values()) if (silenceMatches(s, n.finding.labels, now)) return true;
-    return false;
+    return this.book.matches(n.finding.labels, now);
   }
 
   // ---- what the API shows --------------------------------------------------------------------------------------
@@ -294,14 +274,7 @@ export class Dispatcher {
       return;
     }
 
-    // Silences hold triggers and updates. A resolve whose trigger is held settles with it: nothing was ever sent.
-    // A resolve whose trigger went out before the silence is sent, or the receiver would page forever.
-    const held = all.filter((n) => n.action !== 'resolve' && this.silenced(n, now));
-    const heldIncidents = new Set(held.filter((n) => n.action === 'trigger').map((n) => `${n.findingKey}#${n.incident}`));
-    const closed = new Set(all.filter((n) => n.action === 'resolve' && heldIncidents.has(`${n.findingKey}#${n.incident}`)).map((n) => `${n.findingKey}#${n.incident}`));
-    const silenced = all.filter((n) => closed.has(`${n.findingKey}#${n.incident}`));
-    const keep = held.filter((n) => !closed.has(`${n.findingKey}#${n.incident}`));
-    const sendable = all.filter((n) => !held.includes(n) && !silenced.includes(n));
+    const { held: keep, silenced, sendable } = partitionSilenced(all, (n) => this.silenced(n, now));
 
     const plan =
       g.from_env !== undefined && g.to_env !== undefined
@@ -339,7 +312,7 @@ export class Dispatcher {
     }
 
     g.lastFlushAt = now;
-    for (const send of batches(receiver, [...plan.owed, ...plan.send])) this.lane(receiver).push(send);
+    for (const send of toSends(receiver, [...plan.owed, ...plan.send])) this.lane(receiver).push(send);
     for (const n of keep) g.pending.set(n.id, n);
     if (keep.length > 0) g.pendingSince = now;
     this.remind(g, receiver);
@@ -363,7 +336,7 @@ export class Dispatcher {
       const firing = this.firing(g, this.deps.clock.now());
       if (firing.length === 0) return;
       this.count(g.receiver).reminders++;
-      for (const send of batches(current, firing, true)) this.lane(current).push(send);
+      for (const send of toSends(current, firing, true)) this.lane(current).push(send);
       this.remind(g, current);
     });
   }
@@ -446,12 +419,4 @@ function reminder(f: Finding, receiver: string, at: string): Notification {
     finding: f,
     deliveredAt: null,
   };
-}
-
-/** PagerDuty takes one event per request; the console one line each; others up to BATCH notifications per request. */
-function* batches(receiver: ReceiverRuntime, notifications: readonly Notification[], isReminder = false): Generator<Send> {
-  const size = receiver.type === 'pagerduty' ? 1 : receiver.type === 'console' ? Infinity : BATCH;
-  for (let i = 0; i < notifications.length; i += size) {
-    yield { notifications: notifications.slice(i, i + size), reminder: isReminder, attempts: 0, notBefore: 0, lastError: null };
-  }
 }

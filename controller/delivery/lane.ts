@@ -21,6 +21,8 @@ import {
 import type { Clock, Timer } from './clock.js';
 
 export const REQUEST_TIMEOUT_MS = 10_000;
+/** Webhook and Alertmanager requests carry at most this many notifications each. */
+const BATCH = 100;
 const BACKOFF_BASE_MS = 1_000;
 const BACKOFF_CAP_MS = 60_000;
 /** A Retry-After beyond this is a vendor mistake or an attack on our queue: wait this long instead. */
@@ -229,5 +231,13 @@ export class Lane {
       // The URL is not in the reason: for Slack it is the secret.
       return { kind: 'retry', reason: `network error: ${e.code ?? e.name}` };
     }
+  }
+}
+
+/** PagerDuty takes one event per request; the console one line each; others up to BATCH notifications per request. */
+export function* toSends(receiver: ReceiverRuntime, notifications: readonly Notification[], isReminder = false): Generator<Send> {
+  const size = receiver.type === 'pagerduty' ? 1 : receiver.type === 'console' ? Infinity : BATCH;
+  for (let i = 0; i < notifications.length; i += size) {
+    yield { notifications: notifications.slice(i, i + size), reminder: isReminder, attempts: 0, notBefore: 0, lastError: null };
   }
 }

@@ -3,7 +3,8 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { FINDING_KINDS, SEVERITIES, parseDurationMs } from '../../core/plan.js';
-import type { FindingLabels } from '../model.js';
+import type { FindingLabels, Notification } from '../model.js';
+import type { Clock, Timer } from './clock.js';
 import type { Silence, SilenceMatchers } from './model.js';
 
 /** A silence longer than this is a forgotten silence: use a plan change instead. */
@@ -64,4 +65,73 @@ export function silences(silence: Silence, labels: FindingLabels, now: number): 
     const value = labels[name];
     return value !== undefined && wanted.includes(value);
   });
+}
+
+/**
+ * Splits a flush by silences. Triggers and updates of silenced findings are held; a resolve whose trigger is held
+ * settles with it (nothing was ever sent); a resolve whose trigger already went out is sent, or the receiver would
+ * page forever.
+ */
+export function partitionSilenced(
+  all: readonly Notification[],
+  isSilenced: (n: Notification) => boolean,
+): { held: Notification[]; silenced: Notification[]; sendable: Notification[] } {
+  const incident = (n: Notification) => `${n.findingKey}#${n.incident}`;
+  const held = all.filter((n) => n.action !== 'resolve' && isSilenced(n));
+  const heldTriggers = new Set(held.filter((n) => n.action === 'trigger').map(incident));
+  const closed = new Set(all.filter((n) => n.action === 'resolve' && heldTriggers.has(incident(n))).map(incident));
+  return {
+    held: held.filter((n) => !closed.has(incident(n))),
+    silenced: all.filter((n) => closed.has(incident(n))),
+    sendable: all.filter((n) => !held.includes(n) && !closed.has(incident(n))),
+  };
+}
+
+/** The silences in force: persisted through `persist` before they apply, with a timer at each end. */
+export class SilenceBook {
+  private readonly all = new Map<string, Silence>();
+  private readonly timers = new Map<string, Timer>();
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly persist: (silence: Silence) => Promise<void>,
+    initial: readonly Silence[],
+    private readonly ended: () => void,
+  ) {
+    for (const s of initial) this.track(structuredClone(s));
+  }
+
+  list(): Silence[] {
+    return [...this.all.values()].sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  matches(labels: FindingLabels, now: number): boolean {
+    for (const s of this.all.values()) if (silences(s, labels, now)) return true;
+    return false;
+  }
+
+  async add(silence: Silence): Promise<void> {
+    await this.persist(silence);
+    this.track(silence);
+  }
+
+  /** Ends a silence now (never later than it would have); undefined when there is no such silence. */
+  async expire(id: string): Promise<Silence | undefined> {
+    const silence = this.all.get(id);
+    if (silence === undefined) return undefined;
+    const ended = { ...silence, endsAt: new Date(Math.min(this.clock.now(), Date.parse(silence.endsAt))).toISOString() };
+    await this.persist(ended);
+    this.track(ended);
+    return ended;
+  }
+
+  stop(): void {
+    for (const t of this.timers.values()) t.cancel();
+  }
+
+  private track(silence: Silence): void {
+    this.all.set(silence.id, silence);
+    this.timers.get(silence.id)?.cancel();
+    this.timers.set(silence.id, this.clock.after(Math.max(0, Date.parse(silence.endsAt) - this.clock.now()), this.ended));
+  }
 }
