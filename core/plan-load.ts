@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import type { z } from 'zod';
 import { PlanError } from './errors.js';
-import { crossFieldProblems, PlanSchema, type Plan, type Problem } from './plan.js';
+import { crossFieldProblems, formatProblem, PlanSchema, type Plan, type Problem } from './plan.js';
 
 /** A plan together with where it came from and the hash that identifies it in reports and heartbeats. */
 export interface LoadedPlan {
@@ -33,7 +33,7 @@ export function parsePlanText(text: string, label: string): LoadedPlan {
   const problems = [...(result.success ? [] : toProblems(result.error.issues)), ...crossFieldProblems(raw)];
   if (!result.success || problems.length > 0) {
     problems.sort((a, b) => comparePaths(a.path, b.path, raw));
-    throw new PlanError(problems.map((p) => `${label}: ${p.path.length > 0 ? formatPath(p.path) : '(top level)'}: ${p.message}`));
+    throw new PlanError(problems.map((p) => formatProblem(label, p)));
   }
   return { plan: deepFreeze(result.data), path: label, sha256 };
 }
@@ -107,15 +107,6 @@ function comparePaths(a: Problem['path'], b: Problem['path'], raw: unknown): num
     node = node !== null && typeof node === 'object' ? (node as Record<string, unknown>)[String(x)] : undefined;
   }
   return a.length - b.length;
-}
-
-function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const part of path) {
-    if (typeof part === 'number') out += `[${part}]`;
-    else out += out === '' ? String(part) : `.${String(part)}`;
-  }
-  return out;
 }
 
 function describe(value: unknown): string {
