@@ -1,6 +1,6 @@
 // Network namespaces for benchmarks and end-to-end tests: a namespace joined to the host by a veth pair,
 // with addresses only from 198.18.0.0/15 (RFC 2544 benchmarking space), and cleanup that survives crashes.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { BlockList, isIPv4 } from 'node:net';
 
@@ -110,13 +110,16 @@ export function createNamespace(opts: NamespaceOptions): Namespace {
 }
 
 /** Loads an nftables ruleset inside the namespace. */
-export function nftIn(ns: Namespace, ruleset: string): void {
+export function nftIn(ns: Pick<Namespace, 'name'>, ruleset: string): void {
   run('ip', ['netns', 'exec', ns.name, 'nft', '-f', '-'], ruleset);
 }
 
-/** Starts a command inside the namespace; `ip netns exec` execs it, so the child's pid is the command's. */
-export function spawnIn(ns: Namespace, command: string, args: readonly string[]): ChildProcess {
-  return spawn('ip', ['netns', 'exec', ns.name, command, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+/**
+ * Starts a command inside the namespace; `ip netns exec` execs it, so the child's pid is the command's.
+ * `options` (environment, stdio, cwd) go to spawn; stdout is piped and stderr inherited unless they say otherwise.
+ */
+export function spawnIn(ns: Pick<Namespace, 'name'>, command: string, args: readonly string[], options: SpawnOptions = {}): ChildProcess {
+  return spawn('ip', ['netns', 'exec', ns.name, command, ...args], { stdio: ['ignore', 'pipe', 'inherit'], ...options });
 }
 
 /**
@@ -162,27 +165,37 @@ export function removeStale(prefix: string, linkPrefix: string): string[] {
  * removes it now and uninstalls the handlers.
  */
 export function removeOnExit(ns: Namespace, beforeRemove: () => void = () => undefined): () => void {
-  let done = false;
-  const cleanup = () => {
-    if (done) return;
-    done = true;
+  return onProcessEnd(() => {
     try {
       beforeRemove();
     } finally {
       removeNamespace(ns);
     }
+  });
+}
+
+/**
+ * Runs `cleanup` (synchronous) once when the process ends: normal exit, uncaught error, SIGINT, SIGTERM or
+ * SIGHUP (then exits with 128 + the signal number). Returns a function that runs it now and uninstalls it.
+ */
+export function onProcessEnd(cleanup: () => void): () => void {
+  let done = false;
+  const once = () => {
+    if (done) return;
+    done = true;
+    cleanup();
   };
   const onSignal = (signal: NodeJS.Signals) => {
-    cleanup();
+    once();
     process.exit(128 + (signal === 'SIGINT' ? 2 : signal === 'SIGHUP' ? 1 : 15));
   };
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   signals.forEach((s) => process.on(s, onSignal));
-  process.on('exit', cleanup);
+  process.on('exit', once);
   return () => {
     signals.forEach((s) => process.off(s, onSignal));
-    process.off('exit', cleanup);
-    cleanup();
+    process.off('exit', once);
+    once();
   };
 }
 
@@ -190,25 +203,71 @@ export function removeOnExit(ns: Namespace, beforeRemove: () => void = () => und
  * Stops a process we started, by its pid: SIGTERM, then SIGKILL after `graceMs`. Synchronous, so it
  * also works in exit and signal handlers.
  */
-export function stopProcess(child: ChildProcess, graceMs = 2000): void {
+export function stopProcess(child: ChildProcess, graceMs = 2000, signal: NodeJS.Signals = 'SIGTERM'): void {
   const pid = child.pid;
   if (pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    return;
-  }
+  stopPids([{ pid, signal }], graceMs);
+}
+
+/**
+ * Stops several processes at once, by pid: each gets its own signal, then all are waited for together
+ * and SIGKILLed after `graceMs`. Synchronous, for exit and signal handlers.
+ */
+export function stopPids(targets: readonly { readonly pid: number; readonly signal: NodeJS.Signals }[], graceMs = 2000): void {
+  const live = targets.filter(({ pid, signal }) => {
+    try {
+      process.kill(pid, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  });
   const deadline = Date.now() + graceMs;
   const pause = new Int32Array(new SharedArrayBuffer(4));
-  while (Date.now() < deadline) {
-    if (exited(pid)) return;
-    Atomics.wait(pause, 0, 0, 5);
+  while (Date.now() < deadline && !live.every(({ pid }) => exited(pid))) Atomics.wait(pause, 0, 0, 5);
+  for (const { pid } of live) {
+    if (exited(pid)) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
   }
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // already gone
-  }
+}
+
+/** The pids of the processes living in a namespace (empty when it does not exist). */
+export function namespacePids(name: string): number[] {
+  return quiet('ip', ['netns', 'pids', name])
+    .split('\n')
+    .map((line) => Number(line.trim()))
+    .filter((pid) => Number.isInteger(pid) && pid > 0);
+}
+
+/**
+ * Removes the namespaces of runs named `<prefix><pid>-<role>` whose pid no longer exists: first every
+ * process still inside them (by pid; they were started by that run), then the namespaces, which takes
+ * their veth pairs with them. Returns the namespaces removed.
+ */
+export function removeStaleRuns(prefix: string): string[] {
+  const pattern = new RegExp(`^${escape(prefix)}(\\d+)-[a-z0-9-]+$`);
+  const stale = quiet('ip', ['netns', 'list'])
+    .split('\n')
+    .map((line) => line.split(' ')[0] ?? '')
+    .filter((name) => {
+      const pid = pattern.exec(name)?.[1];
+      return pid !== undefined && !alive(Number(pid));
+    });
+  stopPids(stale.flatMap((name) => namespacePids(name).map((pid) => ({ pid, signal: 'SIGKILL' as const }))), 2000);
+  for (const name of stale) quiet('ip', ['netns', 'del', name]);
+  return stale;
+}
+
+/** Namespaces whose name starts with `prefix`, as `ip netns list` shows them now. */
+export function namespacesWithPrefix(prefix: string): string[] {
+  return quiet('ip', ['netns', 'list'])
+    .split('\n')
+    .map((line) => line.split(' ')[0] ?? '')
+    .filter((name) => name.startsWith(prefix));
 }
 
 /** Whether a pid has exited. A zombie counts: while we block the loop, libuv cannot reap our child. */
