@@ -5,7 +5,7 @@
 import type { Alerting } from '../../core/plan.js';
 import { dedupKey } from '../findings.js';
 import type { Log } from '../ingest.js';
-import type { ControllerState, Finding, Notification } from '../model.js';
+import type { ControllerState, Finding, FindingLabels, Notification } from '../model.js';
 import type { ReceiverRuntime } from '../receivers/config.js';
 import { timingsFor } from '../routes.js';
 import type { StateStore } from '../store.js';
@@ -42,6 +42,8 @@ interface Group {
   readonly receiver: string;
   readonly from_env: string | undefined;
   readonly to_env: string | undefined;
+  /** The labels of the first finding seen in the group: they pick the route whose timings apply. */
+  readonly labels: FindingLabels;
   readonly pending: Map<string, Notification>;
   pendingSince: number | null;
   lastFlushAt: number | null;
@@ -122,16 +124,18 @@ export class Dispatcher {
    */
   resume(): void {
     this.enqueue(this.deps.state.outbox.values());
-    const firing = new Set<string>();
+    const firing: [string, FindingLabels][] = [];
     for (const f of this.deps.state.findings.values()) {
-      if (f.status === 'firing') for (const r of f.receivers) firing.add(groupKey(r, f));
+      if (f.status === 'firing') for (const r of f.receivers) firing.push([r, f.labels]);
     }
-    for (const s of this.storms.values()) if (s.status === 'firing') firing.add(s.key);
-    for (const key of firing) {
-      const [receiver] = key.split('|') as [string];
-      const [from, to] = key.slice(receiver.length + 1).split('→') as [string, string];
-      const g = this.groupFor(key, receiver, from === '-' ? undefined : from, to === '-' ? undefined : to);
+    for (const s of this.storms.values()) {
+      if (s.status === 'firing') firing.push([s.receiver, { kind: 'violation', severity: 'critical', from_env: s.from_env, to_env: s.to_env }]);
+    }
+    for (const [receiver, labels] of firing) {
+      const g = this.groupFor(receiver, labels);
       const runtime = this.receiverMap.get(receiver);
+      // The first reminder comes a full interval after the restart; the last flush time is unknown, so assume one.
+      g.lastFlushAt ??= this.deps.clock.now();
       if (runtime) this.remind(g, runtime);
     }
   }
@@ -213,13 +217,14 @@ export class Dispatcher {
   // ---- grouping ------------------------------------------------------------------------------------------------
 
   private group(n: Notification): Group {
-    return this.groupFor(groupKey(n.receiver, n.finding), n.receiver, n.finding.labels.from_env, n.finding.labels.to_env);
+    return this.groupFor(n.receiver, n.finding.labels);
   }
 
-  private groupFor(key: string, receiver: string, from_env: string | undefined, to_env: string | undefined): Group {
+  private groupFor(receiver: string, labels: FindingLabels): Group {
+    const key = groupKey(receiver, { labels });
     let g = this.groups.get(key);
     if (g === undefined) {
-      g = { key, receiver, from_env, to_env, pending: new Map(), pendingSince: null, lastFlushAt: null, timer: undefined, timerAt: Infinity, flushing: false, again: false, reminder: undefined };
+      g = { key, receiver, from_env: labels.from_env, to_env: labels.to_env, labels, pending: new Map(), pendingSince: null, lastFlushAt: null, timer: undefined, timerAt: Infinity, flushing: false, again: false, reminder: undefined };
       this.groups.set(key, g);
     }
     return g;
@@ -311,7 +316,8 @@ export class Dispatcher {
       if (plan.owed.some((n) => n.action === 'trigger')) this.deps.log('warn', 'storm: one incident for the pair', { receiver: g.receiver, storm: plan.storm?.key, paths: plan.storm?.open.length });
     }
 
-    g.lastFlushAt = now;
+    // Like Alertmanager forgetting an empty group: once nothing fires in it, the next incident waits group_wait again.
+    g.lastFlushAt = this.anyFiring(g) ? now : null;
     for (const send of toSends(receiver, [...plan.owed, ...plan.send])) this.lane(receiver).push(send);
     for (const n of keep) g.pending.set(n.id, n);
     if (keep.length > 0) g.pendingSince = now;
@@ -327,7 +333,7 @@ export class Dispatcher {
    */
   private remind(g: Group, receiver: ReceiverRuntime): void {
     if (receiver.type === 'pagerduty' || g.reminder !== undefined || this.stopped) return;
-    const repeat = this.deps.alerting().repeat_interval;
+    const repeat = timingsFor(g.labels, g.receiver, this.deps.alerting()).repeatIntervalMs;
     const every = receiver.type === 'alertmanager' ? Math.min(repeat, ALERTMANAGER_RESEND_MS) : repeat;
     g.reminder = this.deps.clock.after(every, () => {
       g.reminder = undefined;
@@ -339,6 +345,14 @@ export class Dispatcher {
       for (const send of toSends(current, firing, true)) this.lane(current).push(send);
       this.remind(g, current);
     });
+  }
+
+  private anyFiring(g: Group): boolean {
+    if (this.storms.get(g.key)?.status === 'firing') return true;
+    for (const f of this.deps.state.findings.values()) {
+      if (f.status === 'firing' && f.receivers.includes(g.receiver) && groupKey(g.receiver, f) === g.key) return true;
+    }
+    return false;
   }
 
   /** What is firing in a group now, as update notifications: storm incidents instead of their members. */

@@ -88,10 +88,13 @@ export function flagsOf(finding: Finding): string {
   return [finding.stale ? 'stale' : '', finding.flapping ? 'flapping' : ''].filter(Boolean).join(', ');
 }
 
-/** The ids that name a group, in a stable order, whatever order the caller passed them in. */
-export const sortedIds = (notifications: readonly Notification[]): string[] => notifications.map((n) => n.id).sort();
 
 /** Refuses an empty group: there is nothing to render and it is always the caller's mistake. */
 export function nonEmpty(notifications: readonly Notification[], receiver: string): asserts notifications is readonly [Notification, ...Notification[]] {
   if (notifications.length === 0) throw new ReceiverError('RECEIVER_GROUP', `${receiver}: nothing to render (empty group)`);
+}
+
+/** What a notification says in one line: a resolve repeats what fired, marked as over, so nobody reads it as open. */
+export function sentence(action: NotificationAction, summary: string): string {
+  return action === 'resolve' ? `closed again (it fired for: ${summary})` : summary;
 }

@@ -1,7 +1,7 @@
 // Slack incoming webhook: one message per group, in Block Kit within Slack's limits, with a plain `text` fallback
 // for notifications and clients that cannot show blocks. A webhook cannot edit messages: a resolve is a new message.
 import type { Notification } from '../model.js';
-import { ELLIPSIS, flagsOf, header, nonEmpty, pathOf, permanent, retry, statusWord, truncate } from './shared.js';
+import { ELLIPSIS, flagsOf, header, nonEmpty, pathOf, permanent, retry, sentence, statusWord, truncate } from './shared.js';
 import type { ClassifyFn, OutgoingRequest, RenderFn, Verdict } from './types.js';
 
 export const SLACK_LIMITS = {
@@ -61,7 +61,7 @@ function headline(notifications: readonly [Notification, ...Notification[]]): st
 
 function line(n: Notification): string {
   const flags = flagsOf(n.finding);
-  return `*${statusWord(n.action)}* ${n.finding.labels.severity} ${n.finding.kind}${flags ? ` (${flags})` : ''}: ${n.finding.summary}`;
+  return `*${statusWord(n.action)}* ${n.finding.labels.severity} ${n.finding.kind}${flags ? ` (${flags})` : ''}: ${sentence(n.action, n.finding.summary)}`;
 }
 
 function fields(n: Notification): Text[] {
@@ -105,7 +105,7 @@ export const renderSlack: RenderFn<SlackConfig> = (notifications, config, now): 
   ];
   blocks.push({ type: 'context', elements: context.slice(0, SLACK_LIMITS.contextElements).map((c) => mrkdwn(c, SLACK_LIMITS.sectionText)) });
 
-  const fallback = [title, ...shown.slice(0, 5).map((n) => `${statusWord(n.action)} ${n.finding.summary}`), ...(notifications.length > 5 ? [`+${notifications.length - 5} more`] : [])];
+  const fallback = [title, ...shown.slice(0, 5).map((n) => `${statusWord(n.action)} ${sentence(n.action, n.finding.summary)}`), ...(notifications.length > 5 ? [`+${notifications.length - 5} more`] : [])];
   const body = { text: truncate(fallback.join('\n'), SLACK_LIMITS.text), blocks: blocks.slice(0, SLACK_LIMITS.blocks) };
   return { method: 'POST', url: config.url, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
 };

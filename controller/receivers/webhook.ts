@@ -2,7 +2,7 @@
 // "{webhook-id}.{webhook-timestamp}.{body}". The id names the notifications, so a retry carries the same id and the
 // receiver can drop the duplicate; the timestamp and signature are fresh on every attempt.
 import { createHash, createHmac } from 'node:crypto';
-import { ReceiverError, classifyHttp, nonEmpty, sortedIds } from './shared.js';
+import { ReceiverError, classifyHttp, nonEmpty } from './shared.js';
 import type { ClassifyFn, OutgoingRequest, RenderFn } from './types.js';
 
 export const WEBHOOK_TYPE = 'bulkhead.notification';
@@ -30,7 +30,11 @@ export function webhookKey(secret: string | Uint8Array): Buffer {
   return Buffer.from(encoded, 'base64');
 }
 
-/** `msg_<hex>`: a hash of the sorted notification ids, the same for the same group however often it is rendered. */
+/**
+ * `msg_<hex>`: a hash of the sorted notification names, the same for the same group however often it is rendered.
+ * Callers name a notification by its id and creation time, so a controller whose state was wiped (incident numbers
+ * start again) never reuses the id of an earlier, different delivery.
+ */
 export function webhookId(ids: readonly string[]): string {
   return `msg_${createHash('sha256').update([...ids].sort().join('\n')).digest('hex').slice(0, 32)}`;
 }
@@ -46,7 +50,7 @@ export function webhookSignature(key: Uint8Array, id: string, timestampS: number
  */
 export const renderWebhook: RenderFn<WebhookConfig> = (notifications, config, now): OutgoingRequest => {
   nonEmpty(notifications, 'webhook');
-  const id = webhookId(sortedIds(notifications));
+  const id = webhookId(notifications.map((n) => `${n.id}@${n.createdAt}`));
   const timestampS = Math.floor(now.getTime() / 1000);
   const data = {
     id,

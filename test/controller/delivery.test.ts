@@ -393,6 +393,36 @@ describe('alert delivery', () => {
     expect(fakes.am.accepted).toHaveLength(sent);
   });
 
+  it('a new incident in a pair whose last one resolved waits group_wait again, not group_interval', async () => {
+    make({ receivers: ['pd'], alerting: { group_wait: '30s', group_interval: '5m' } });
+    h.observe('staging', [db(1)], 'open');
+    await h.clock.advance(30_000);
+    await eventually(() => fakes.pd.accepted.length === 1, 'first trigger');
+    await h.clock.advance(60_000);
+    h.observe('staging', [db(1)], 'filtered');
+    await h.clock.advance(5 * MIN);
+    await eventually(() => fakes.pd.accepted.length === 2, 'resolve');
+    h.observe('staging', [db(2)], 'open');
+    await h.clock.advance(29_999);
+    await quiet();
+    expect(fakes.pd.accepted).toHaveLength(2);
+    await h.clock.advance(1);
+    await eventually(() => fakes.pd.accepted.length === 3, 'the new incident after group_wait');
+    expect(fakes.pd.accepted[2]!.payload!.summary).toContain('127.0.10.2');
+  });
+
+  it("a route's repeat_interval sets its reminders", async () => {
+    make({
+      receivers: ['slack'],
+      alerting: { group_wait: '1s', repeat_interval: '4h', routes: [{ match: { to_env: 'prod' }, receivers: ['slack'], repeat_interval: '10m' }] },
+    });
+    h.observe('staging', [db(1)], 'open');
+    await h.clock.advance(1_000);
+    await eventually(() => fakes.slack.accepted.length === 1, 'trigger');
+    await h.clock.advance(10 * MIN);
+    await eventually(() => fakes.slack.accepted.length === 2, 'reminder after the route repeat_interval');
+  });
+
   it('webhook: the HMAC verifies and the webhook-id is the same on a retry', async () => {
     make({ receivers: ['hook'], alerting: { group_wait: '1s' } });
     fakes.hook.script({ status: 503, body: 'busy' });

@@ -340,8 +340,10 @@ describe('Standard Webhooks', () => {
     expect((await send(first, classifyWebhook)).verdict).toEqual({ kind: 'delivered' });
     expect((await send(again, classifyWebhook)).verdict).toEqual({ kind: 'delivered' });
     expect(hook.duplicates.at(-1)!.id).toBe(first.headers['webhook-id']);
-    // A different group gets a different id.
+    // A different group gets a different id, and so do the same notification ids owed at another time (a wiped state).
     expect(renderWebhook(group.slice(1), config(), new Date()).headers['webhook-id']).not.toBe(first.headers['webhook-id']);
+    const later = group.map((n) => ({ ...n, createdAt: new Date(Date.parse(n.createdAt) + 86_400_000).toISOString() }));
+    expect(renderWebhook(later, config(), new Date()).headers['webhook-id']).not.toBe(first.headers['webhook-id']);
   });
 
   it('a wrong secret or a stale timestamp is refused (permanent); 429 and 503 are retried', async () => {
