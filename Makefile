@@ -8,12 +8,13 @@ SHELL := /bin/bash
 DEB_PACKAGES := postgresql redis-server nats-server dnsmasq nftables iproute2 openssl python3 procps
 NPM_STAMP := node_modules/.bulkhead-npm-ci
 
-.PHONY: help deps system-deps build demo test typecheck bench clean
+.PHONY: help deps system-deps build demo test e2e typecheck bench clean
 
 help:
 	@echo "make demo   run an isolation audit against a local sandbox (prod Postgres, Redis, HTTPS, DNS)"
 	@echo "make test   run the test suite against real servers the tests start themselves"
 	@echo "make build  compile to dist/ so that 'npx bulkhead ...' works"
+	@echo "make e2e    the end-to-end proof in network namespaces (root; also part of make test)"
 	@echo "make bench  run the benchmarks under bench/ (root: sweep uses a network namespace)"
 
 # Debian packages, installed only when one is missing (needs root, as on a fresh machine).
@@ -49,10 +50,16 @@ test: deps typecheck build
 	node -e "$$TOTALS" 2>/dev/null || echo "0 passed, 1 failed"; \
 	rm -f .test-results.json; exit $$status
 
+# End to end in network namespaces (test/e2e/): prod, staging, dev and mgmt behind an nftables router.
+e2e: deps build
+	@if [ "$$(id -u)" != 0 ]; then echo "error: make e2e needs root (network namespaces, nftables): sudo make e2e" >&2; exit 1; fi
+	CI=true npx vitest run test/e2e/
+
 bench: deps build
 	node dist/bench/sweep.js
 	node dist/bench/ingest.js
 	node dist/bench/agent-rss.js
+	node dist/bench/latency.js
 
 clean:
 	rm -rf dist .test-results.json

@@ -1,5 +1,6 @@
 // The probe engine: runs every path one environment must try, with bounded concurrency, a start stagger,
 // a per-attempt timeout and retries for non-open attempts only. The audit and the agent both use it.
+import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { Observation } from '../core/observation.js';
 import type { ProbeResult } from '../core/outcome.js';
@@ -32,8 +33,23 @@ export interface RunResult {
 
 /** Runs the plan once as seen from environment `from`. Never throws for network failures. */
 export async function runFrom(plan: Plan, from: string, options: RunOptions = {}): Promise<RunResult> {
+  // The run's own signal, tied to the caller's by one listener. It fans out to one listener per name lookup and per
+  // staggered start: bounded by the plan's names and the concurrency, so Node's 10-listener leak warning is noise here.
+  const run = new AbortController();
+  setMaxListeners(0, run.signal);
+  const signal = run.signal;
+  const onCallerAbort = () => run.abort(options.signal?.reason);
+  if (options.signal?.aborted) onCallerAbort();
+  else options.signal?.addEventListener('abort', onCallerAbort, { once: true });
+  try {
+    return await runWith(plan, from, options, signal);
+  } finally {
+    options.signal?.removeEventListener('abort', onCallerAbort);
+  }
+}
+
+async function runWith(plan: Plan, from: string, options: RunOptions, signal: AbortSignal): Promise<RunResult> {
   const schedule = { ...plan.schedule, ...options.schedule };
-  const signal = options.signal ?? new AbortController().signal;
   const startedAt = new Date();
   const paths = await planPaths(plan, from, options.resolve ?? resolverFor(plan, from), signal);
   const leakNetworks = Object.entries(plan.environments)

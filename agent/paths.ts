@@ -78,12 +78,14 @@ const SYSTEM_UNRESOLVED = new Set(['ENOTFOUND', 'ENODATA', 'ENONAME', 'EAI_NONAM
 
 async function resolveWithSystem(host: string, signal: AbortSignal): Promise<Resolution> {
   const started = performance.now();
+  let onAbort: (() => void) | undefined;
   try {
     // getaddrinfo cannot be cancelled; the signal only stops us waiting for it.
     const lookedUp = lookup(host, { all: true, verbatim: true });
     const aborted = new Promise<never>((_, reject) => {
-      if (signal.aborted) reject(signal.reason);
-      signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+      onAbort = () => reject(signal.reason);
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
     });
     lookedUp.catch(() => undefined);
     const results = await Promise.race([lookedUp, aborted]);
@@ -92,6 +94,8 @@ async function resolveWithSystem(host: string, signal: AbortSignal): Promise<Res
     const code = errorCode(err);
     const ms = round(performance.now() - started);
     return SYSTEM_UNRESOLVED.has(code) ? { ok: false, outcome: 'unresolved', code, ms } : { ok: false, outcome: 'error', code, ms };
+  } finally {
+    if (onAbort) signal.removeEventListener('abort', onAbort);
   }
 }
 

@@ -210,3 +210,45 @@ schedule: { timeout: 1s }
     expect(report.summary.result).toBe('violations');
   });
 });
+
+describe('listeners on the caller’s signal', () => {
+  it('many concurrent name lookups and staggered starts add one listener to the caller’s signal, and no leak warning', async () => {
+    const hosts = Array.from({ length: 30 }, (_, i) => `h${i}.prod.test`);
+    const yaml = `
+version: 1
+environments: { prod: {}, staging: {} }
+targets:
+${hosts.map((h, i) => `  - { name: t${i}, env: prod, probe: tcp, host: ${h}, port: 22 }`).join('\n')}
+schedule: { concurrency: 30, stagger: 200ms, attempts: 1 }
+`;
+    const caller = new AbortController();
+    let listening = 0;
+    const add = caller.signal.addEventListener.bind(caller.signal);
+    caller.signal.addEventListener = ((...args: Parameters<typeof add>) => {
+      if (args[0] === 'abort') listening++;
+      return add(...args);
+    }) as typeof add;
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => void warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      // Each lookup listens on the signal it is given, as the real resolvers do.
+      const resolve = (_h: string, signal: AbortSignal) =>
+        new Promise<Resolution>((done) => {
+          const onAbort = () => done({ ok: false, outcome: 'error', code: 'AbortError', ms: 0 });
+          signal.addEventListener('abort', onAbort, { once: true });
+          setTimeout(() => {
+            signal.removeEventListener('abort', onAbort);
+            done({ ok: true, addresses: ['198.18.1.1'], ms: 1 });
+          }, 20);
+        });
+      const run = await runFrom(planOf(yaml).plan, 'staging', { probes: loaderOf(async () => result('refused')), resolve, signal: caller.signal });
+      expect(run.observations).toHaveLength(30);
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(listening).toBe(1);
+    expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
+  });
+});
