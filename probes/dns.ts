@@ -1,10 +1,13 @@
 // The dns probe (SPEC §4): ask one resolver one question. Records coming back mean the name resolves from
-// here (open); a resolver saying no is `unresolved`; a resolver we could not ask at all proves nothing (`error`).
+// here (open); a resolver saying no is `unresolved`. A resolver we could not ask at all proves nothing (`error`)
+// when it is our own instrument; when it sits in another environment's network, reaching it is the path under
+// test, so not reaching it is a blocked outcome like any connect (filtered, refused, unreachable).
 import { performance } from 'node:perf_hooks';
 import { NetworkIndex } from '../core/net.js';
 import type { DnsAnswer, Evidence, Outcome } from '../core/outcome.js';
 import { round } from './connect.js';
 import { queryDns, type DnsQueryResult } from './dns-query.js';
+import { outcomeForConnectError } from './errors.js';
 import type { ProbeFn, ProbeRequest } from './types.js';
 
 const MAX_ANSWERS = 64;
@@ -29,13 +32,16 @@ export const probeDns: ProbeFn<'dns'> = async (req, signal) => {
   };
 
   if (result.kind === 'failed') {
+    const elsewhere = homeOf(req.address, req.leakNetworks);
+    const blocked = elsewhere !== undefined ? outcomeForConnectError(result.code) : 'error';
+    const where = elsewhere !== undefined ? `; the resolver is in ${elsewhere.env}'s network ${elsewhere.cidr}, so the path to it is ${blocked === 'error' ? 'unknown' : 'blocked'}` : '';
     return {
-      outcome: 'error',
+      outcome: blocked,
       layer: 'dns',
       evidence: {
         ...evidence,
         errno: result.code,
-        detail: failureDetail(result, resolver),
+        detail: failureDetail(result, resolver) + where,
         dns: { resolver, query, qtype: type, transport: result.transport, answers: [] },
       },
       timings: { totalMs },
@@ -73,6 +79,15 @@ function classify(rcode: string, answerCount: number): Outcome {
   if (UNRESOLVED_RCODES.has(rcode)) return 'unresolved';
   // FORMERR and stranger codes say the resolver could not take our question, not that the name is blocked.
   return 'error';
+}
+
+/** The other environment whose network holds `address`, if any. */
+function homeOf(address: string, networks: ProbeRequest['leakNetworks']): { env: string; cidr: string } | undefined {
+  if (!networks || networks.length === 0) return undefined;
+  const index = new NetworkIndex();
+  for (const network of networks) index.add(network.env, network.cidr);
+  const hit = index.find(address);
+  return hit ? { env: hit.name, cidr: hit.cidr } : undefined;
 }
 
 function findLeaks(answers: readonly DnsAnswer[], networks: ProbeRequest['leakNetworks']): Leak[] {

@@ -155,6 +155,18 @@ describe('probeDns against a dns-packet responder', () => {
     expect(server.queries.filter((q) => q.name === 'silent.prod.test').length).toBe(before + 1);
   });
 
+  it.each([
+    ['silent', 'filtered', 'TimeoutError'],
+    ['closed', 'refused', 'ECONNREFUSED'],
+  ] as const)('a %s resolver inside another environment\'s network is the path under test: %s, not error', async (kind, outcome, errno) => {
+    // The resolver (127.0.0.1 here) sits in prod's network: a target naming prod's resolver probes the path to it.
+    const leakNetworks = [{ env: 'prod', cidr: '127.0.0.0/8' }];
+    const port = kind === 'silent' ? server.port : await closedPort();
+    const result = await probe(request(port, kind === 'silent' ? 'silent.prod.test' : 'db.prod.test', 'A', { leakNetworks }), AbortSignal.timeout(300));
+    expect(result).toMatchObject({ outcome, layer: 'dns', evidence: { errno } });
+    expect(result.evidence.detail).toContain("in prod's network 127.0.0.0/8, so the path to it is blocked");
+  });
+
   it('a truncated UDP reply is repeated over TCP and the full answer is open', async () => {
     const result = await probe(request(server.port, 'tc.prod.test'));
     expect(result.outcome).toBe('open');
