@@ -191,7 +191,7 @@ async function write(view: ApiView, req: http.IncomingMessage): Promise<Answer> 
 
 function authorize(view: ApiView, req: http.IncomingMessage): Answer | undefined {
   if (view.writeToken !== undefined) {
-    const given = Buffer.from(/^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '');
+    const given = Buffer.from(/^bearer +(.+)$/i.exec(req.headers.authorization ?? '')?.[1]?.trim() ?? '');
     const wanted = Buffer.from(view.writeToken);
     return given.length === wanted.length && timingSafeEqual(given, wanted) ? undefined : [401, { error: 'writes need Authorization: Bearer <token>' }];
   }

@@ -127,6 +127,13 @@ export class Controller {
       );
       // What a previous run committed but never settled goes out first (after its group wait).
       self.dispatcher.resume();
+      // Dead letters outlive the process that wrote them (PostgreSQL keeps them): the API lists them after a restart.
+      if (store instanceof PostgresStore) {
+        const dead = await store.deadLetters();
+        self.dispatcher.remember(
+          dead.map((d) => ({ id: d.id, receiver: d.receiver, at: d.at, reason: d.reason ?? '', finding: d.notification.findingKey, action: d.notification.action })),
+        );
+      }
       controller.watchConnection();
       await ingest.start();
       controller.api = await startApi(

@@ -11,12 +11,21 @@ export interface Clock {
   after(ms: number, fn: () => void): Timer;
 }
 
-/** Wall-clock time and Node timers; timers never keep the process alive on their own. */
+/** setTimeout's ceiling: Node fires anything longer after 1 ms (a 30-day silence or a 720 h repeat_interval would). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** Wall-clock time and Node timers, chained past setTimeout's ceiling; timers never keep the process alive on their own. */
 export const systemClock: Clock = {
   now: () => Date.now(),
   after(ms, fn) {
-    const handle = setTimeout(fn, Math.max(0, ms));
-    handle.unref();
+    const due = Date.now() + Math.max(0, ms);
+    let handle: NodeJS.Timeout;
+    const arm = () => {
+      const left = due - Date.now();
+      handle = setTimeout(left > MAX_TIMEOUT_MS ? arm : fn, Math.min(Math.max(0, left), MAX_TIMEOUT_MS));
+      handle.unref();
+    };
+    arm();
     return { cancel: () => clearTimeout(handle) };
   },
 };

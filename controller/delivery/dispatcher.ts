@@ -167,6 +167,12 @@ export class Dispatcher {
     await this.commits;
   }
 
+  /** Dead letters of earlier runs, newest first, shown by the API after the ones of this run. */
+  remember(deadLetters: readonly DeadLetter[]): void {
+    this.dead.push(...deadLetters.filter((d) => !this.dead.some((known) => known.id === d.id)));
+    this.dead.splice(DEAD_LETTERS_KEPT);
+  }
+
   // ---- silences ------------------------------------------------------------------------------------------------
 
   get silences(): Silence[] {

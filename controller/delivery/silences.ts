@@ -11,7 +11,8 @@ import type { Silence, SilenceMatchers } from './model.js';
 export const MAX_SILENCE_MS = 30 * 24 * 3_600_000;
 
 const Name = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, { error: 'expected a name (lowercase letters, digits, - and _)' });
-const list = <T extends z.ZodType>(item: T) => z.union([item, z.array(item).min(1)]).transform((v) => (Array.isArray(v) ? v : [v]));
+// One value or a list of them; a bad value is reported at its index (matchers.kind.1), not as a failed union.
+const list = <T extends z.ZodType>(item: T) => z.preprocess((v) => (Array.isArray(v) ? v : [v]), z.array(item).min(1, { error: 'expected at least one value' }));
 
 const SilenceInput = z
   .strictObject({
@@ -20,23 +21,29 @@ const SilenceInput = z
         from_env: list(Name).optional(),
         to_env: list(Name).optional(),
         target: list(Name).optional(),
-        kind: list(z.enum(FINDING_KINDS)).optional(),
-        severity: list(z.enum(SEVERITIES)).optional(),
+        kind: list(z.enum(FINDING_KINDS, { error: `expected one of ${FINDING_KINDS.join(', ')}` })).optional(),
+        severity: list(z.enum(SEVERITIES, { error: `expected one of ${SEVERITIES.join(', ')}` })).optional(),
       })
       .refine((m) => Object.values(m).some((v) => v !== undefined), { error: 'expected at least one matcher: a silence for everything hides every alert' }),
     /** `2h`, `30m`: from now (or from starts_at). */
     duration: z.string().refine((v) => parseDurationMs(v) !== undefined, { error: 'expected a duration such as 30m or 2h' }).optional(),
     starts_at: z.iso.datetime({ offset: true }).optional(),
     ends_at: z.iso.datetime({ offset: true }).optional(),
-    created_by: z.string().trim().min(1, { error: 'say who is silencing' }).max(200),
-    comment: z.string().trim().min(1, { error: 'say why (a ticket, a maintenance window)' }).max(2000),
+    created_by: z.string({ error: 'say who is silencing' }).trim().min(1, { error: 'say who is silencing' }).max(200),
+    comment: z.string({ error: 'say why (a ticket, a maintenance window)' }).trim().min(1, { error: 'say why (a ticket, a maintenance window)' }).max(2000),
   })
   .refine((s) => (s.duration === undefined) !== (s.ends_at === undefined), { error: 'give exactly one of duration and ends_at', path: ['ends_at'] });
 
 /** Parses an API request body into a silence starting now (or at starts_at); problems name the field. */
 export function parseSilence(body: unknown, now: number): Silence | { problems: string[] } {
   const parsed = SilenceInput.safeParse(body);
-  if (!parsed.success) return { problems: parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`) };
+  if (!parsed.success) {
+    // The plan's wording: an unknown key is named, not "Unrecognized key".
+    const problems = parsed.error.issues.flatMap((i) =>
+      i.code === 'unrecognized_keys' ? i.keys.map((k) => `${[...i.path, k].join('.')}: unknown key`) : [`${i.path.join('.') || '(body)'}: ${i.message}`],
+    );
+    return { problems };
+  }
   const input = parsed.data;
   const startsMs = input.starts_at !== undefined ? Date.parse(input.starts_at) : now;
   const endsMs = input.ends_at !== undefined ? Date.parse(input.ends_at) : startsMs + parseDurationMs(input.duration!)!;
