@@ -119,6 +119,18 @@ export class Lab implements Launcher {
     await waitInside(this, 'staging', [{ dns: staging.address, name: 'db.prod.internal', expect: on ? 'answer' : 'refused' }], 10_000, () => staging.process.log());
   }
 
+  /**
+   * A PostgreSQL of its own (e.g. the controller's state and history) in `site` on `host:port`, password auth with a
+   * fresh password; resolves once it accepts TCP connections from inside `site`. Stopped by destroy() like every server.
+   */
+  async startDatabase(site: Site, host: string, port: number = PORT.postgres): Promise<{ readonly process: LabProcess; readonly url: string }> {
+    assertBenchRange(host);
+    const password = secret();
+    const proc = await startPostgresIn(this, site, host, port, password);
+    await waitInside(this, site, [{ tcp: host, port }], READY_MS, () => proc.log());
+    return { process: proc, url: `postgres://postgres:${password}@${host}:${port}/postgres` };
+  }
+
   /** Runs the bulkhead CLI (`node dist/cli/bulkhead.js …argv`) inside a namespace to completion, bounded. */
   exec(role: Role, argv: readonly string[], options: RunOptions = {}): Promise<ExecResult> {
     return this.run(role, process.execPath, [CLI, ...argv], options);

@@ -1,8 +1,10 @@
-// Fake alert receivers: real HTTP servers on 127.0.0.1:0 that check every request against the vendor's published
-// format and limits (see /work/shared/reference/alert-receivers.md), answer as the vendor does, and record what they
-// accepted. `script()` queues canned answers (429, 410, 500, …) for the next requests.
+// Fake alert receivers: real HTTP servers on 127.0.0.1:0 (or another local address, such as the e2e lab's host
+// link) that check every request against the vendor's published format and limits (see
+// /work/shared/reference/alert-receivers.md), answer as the vendor does, and record what they accepted. `script()`
+// queues canned answers (429, 410, 500, …) for the next requests.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { listen, stop } from './listen.js';
 
 export interface Answer {
@@ -35,7 +37,30 @@ export interface Fake<A> {
 
 type Handler<A> = (req: Received) => { answer: Answer; accepted?: A; problems?: string[] };
 
-async function startFake<A>(basePath: string, handle: Handler<A>): Promise<Fake<A>> {
+const LOOPBACK = '127.0.0.1';
+
+/** Listens on `host`:0; 127.0.0.1 goes through listen.ts as before, another address gets the same socket tracking here. */
+async function listenOn(server: http.Server, host: string): Promise<{ port: number; close: () => Promise<void> }> {
+  if (host === LOOPBACK) return { port: await listen(server), close: () => stop(server) };
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => resolve());
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+async function startFake<A>(basePath: string, handle: Handler<A>, host = LOOPBACK): Promise<Fake<A>> {
   const received: Received[] = [];
   const accepted: A[] = [];
   const rejected: { received: Received; problems: string[] }[] = [];
@@ -62,15 +87,15 @@ async function startFake<A>(basePath: string, handle: Handler<A>): Promise<Fake<
       res.end(answer.body);
     });
   });
-  const port = await listen(server);
+  const { port, close } = await listenOn(server, host);
   return {
-    url: `http://127.0.0.1:${port}${basePath}`,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}${basePath}`,
     received,
     accepted,
     rejected,
     script: (...answers) => queue.push(...answers),
     down: (on) => void (isDown = on),
-    close: () => stop(server),
+    close,
   };
 }
 
@@ -161,8 +186,8 @@ export function validatePagerDuty(body: string): { event?: PagerDutyEvent; probl
   return problems.length === 0 ? { event: e as PagerDutyEvent, problems } : { problems };
 }
 
-/** PagerDuty at `{url}` = `http://127.0.0.1:port/v2/enqueue`. */
-export async function fakePagerDuty(): Promise<FakePagerDuty> {
+/** PagerDuty at `{url}` = `http://127.0.0.1:port/v2/enqueue` (or `host` instead of 127.0.0.1). */
+export async function fakePagerDuty(host = LOOPBACK): Promise<FakePagerDuty> {
   const open = new Map<string, PagerDutyEvent>();
   const dropped: PagerDutyEvent[] = [];
   const updates: PagerDutyEvent[] = [];
@@ -186,7 +211,7 @@ export async function fakePagerDuty(): Promise<FakePagerDuty> {
       dropped.push(e);
     }
     return { answer: json(202, { status: 'success', message: 'Event processed', dedup_key: key.split('/')[1] }), accepted: e };
-  });
+  }, host);
   return Object.assign(fake, { open, dropped, updates, opened });
 }
 
@@ -250,14 +275,14 @@ export function validateSlack(body: string): { message?: SlackMessage; error?: s
   return problems.length === 0 ? { message: m as unknown as SlackMessage, problems } : { error: 'invalid_blocks', problems };
 }
 
-/** A Slack incoming webhook at `http://127.0.0.1:port/services/T000/B000/XXXX`: 200 `ok`, or 400 with Slack's error code. */
-export async function fakeSlack(): Promise<Fake<SlackMessage>> {
+/** A Slack incoming webhook at `http://127.0.0.1:port/services/T000/B000/XXXX` (or `host`): 200 `ok`, or 400 with Slack's error code. */
+export async function fakeSlack(host = LOOPBACK): Promise<Fake<SlackMessage>> {
   return startFake<SlackMessage>('/services/T000/B000/XXXX', (req) => {
     if (req.method !== 'POST' || req.path !== '/services/T000/B000/XXXX') return { answer: text(404, 'no_service'), problems: ['unknown hook'] };
     const v = validateSlack(req.body);
     if (v.message === undefined) return { answer: text(400, v.error ?? 'invalid_payload'), problems: v.problems };
     return { answer: text(200, 'ok'), accepted: v.message };
-  });
+  }, host);
 }
 
 // ---- Standard Webhooks ----------------------------------------------------------------------------------------
