@@ -16,7 +16,7 @@ import {
   type NodeConnectionOptions,
 } from '@nats-io/transport-node';
 import type { NatsCredentials } from '../core/nats-credentials.js';
-import { securityOptions } from '../core/nats-options.js';
+import { LIVENESS, securityOptions } from '../core/nats-options.js';
 import type { Logger } from './agent.js';
 import type { Outbox } from './outbox.js';
 
@@ -181,6 +181,7 @@ export class NatsLink {
       timeout: 10_000,
       // Spread a fleet's reconnects after a server restart.
       reconnectJitter: 1000,
+      ...LIVENESS,
     };
     return { ...options, ...securityOptions(servers.join(','), credentials, caFile) };
   }

@@ -19,7 +19,7 @@ import {
 import { connect, nanos, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { BulkheadError } from '../core/errors.js';
 import { readNatsCredentials } from '../core/nats-credentials.js';
-import { securityOptions } from '../core/nats-options.js';
+import { LIVENESS, securityOptions } from '../core/nats-options.js';
 import type { Plan } from '../core/plan.js';
 import { Heartbeat, MAX_MESSAGE_BYTES, parseMessage, parseSubject, ResultBatch, subjects, type DropReason } from '../core/wire.js';
 import { applyHeartbeat, applyImpersonation, applyResults, tick, type LifecycleContext } from './lifecycle.js';
@@ -47,6 +47,7 @@ export async function connectNats(opts: NatsOptions): Promise<NatsConnection> {
     name: opts.name ?? 'bulkhead-controller',
     maxReconnectAttempts: -1,
     timeout: 10_000,
+    ...LIVENESS,
     ...securityOptions(opts.url, credentials, opts.caFile),
   });
 }
