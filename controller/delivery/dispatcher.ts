@@ -3,23 +3,23 @@
 // the receiver's lane, which rate-limits and retries. Every settlement (delivered, dead letter, folded, silenced) is
 // committed to the store, so after a restart only what was never settled is sent again.
 import type { Alerting } from '../../core/plan.js';
-import { dedupKey } from '../findings.js';
 import type { Log } from '../ingest.js';
-import type { ControllerState, Finding, FindingLabels, Notification } from '../model.js';
+import type { ControllerState, FindingLabels, Notification } from '../model.js';
 import type { ReceiverRuntime } from '../receivers/config.js';
 import { timingsFor } from '../routes.js';
 import type { StateStore } from '../store.js';
 import type { Clock, Timer } from './clock.js';
 import { Lane, toSends, type Post, type Send, type SendResult } from './lane.js';
+import { Ledger, type DeadLetter } from './ledger.js';
 import type { DeliveryCommit, DeliveryState, Settled, Silence, StormRecord } from './model.js';
 import { partitionSilenced, SilenceBook } from './silences.js';
-import { planFlush, stormFinding } from './storm.js';
+import { anyFiring, groupKey, reminders } from './reminders.js';
+import { planFlush } from './storm.js';
 
 /** Alertmanager forgets a firing alert at its endsAt (5 min): re-send well before that. */
 const ALERTMANAGER_RESEND_MS = 2 * 60_000;
 /** A failed delivery commit is retried this much later, with the notifications back in their group. */
 const COMMIT_RETRY_MS = 5_000;
-const DEAD_LETTERS_KEPT = 100;
 
 export interface DispatcherDeps {
   readonly store: Pick<StateStore, 'commitDelivery'>;
@@ -54,25 +54,6 @@ interface Group {
   reminder: Timer | undefined;
 }
 
-export interface ReceiverStats {
-  delivered: number;
-  dead: number;
-  folded: number;
-  silenced: number;
-  reminders: number;
-}
-
-export interface DeadLetter {
-  readonly id: string;
-  readonly receiver: string;
-  readonly at: string;
-  readonly reason: string;
-  readonly finding: string;
-  readonly action: string;
-}
-
-/** `<receiver>|<from_env>→<to_env>`, `-` for a label the finding lacks. Storm records use the same key. */
-export const groupKey = (receiver: string, f: Pick<Finding, 'labels'>): string => `${receiver}|${f.labels.from_env ?? '-'}→${f.labels.to_env ?? '-'}`;
 
 const ACTION_ORDER = { trigger: 0, update: 1, resolve: 2 } as const;
 /** Oldest first; within one finding and incident, trigger before update before resolve. */
@@ -85,8 +66,7 @@ export class Dispatcher {
   private readonly lanes = new Map<string, Lane>();
   private readonly storms = new Map<string, StormRecord>();
   private readonly book: SilenceBook;
-  private readonly stats = new Map<string, ReceiverStats>();
-  private readonly dead: DeadLetter[] = [];
+  private readonly ledger = new Ledger();
   private receiverMap = new Map<string, ReceiverRuntime>();
   private stopped = false;
   private commits: Promise<void> = Promise.resolve();
@@ -169,8 +149,7 @@ export class Dispatcher {
 
   /** Dead letters of earlier runs, newest first, shown by the API after the ones of this run. */
   remember(deadLetters: readonly DeadLetter[]): void {
-    this.dead.push(...deadLetters.filter((d) => !this.dead.some((known) => known.id === d.id)));
-    this.dead.splice(DEAD_LETTERS_KEPT);
+    this.ledger.remember(deadLetters);
   }
 
   // ---- silences ------------------------------------------------------------------------------------------------
@@ -207,17 +186,11 @@ export class Dispatcher {
         queued: lane?.depth ?? 0,
         requests: lane?.requests ?? 0,
         retries: lane?.retries ?? 0,
-        ...this.count(name),
+        ...this.ledger.count(name),
         retrying: waiting ? { until: new Date(waiting.until).toISOString(), error: waiting.error } : null,
       };
     }
-    return { receivers, storms: [...this.storms.values()], deadLetters: [...this.dead] };
-  }
-
-  private count(receiver: string): ReceiverStats {
-    let s = this.stats.get(receiver);
-    if (s === undefined) this.stats.set(receiver, (s = { delivered: 0, dead: 0, folded: 0, silenced: 0, reminders: 0 }));
-    return s;
+    return { receivers, storms: [...this.storms.values()], deadLetters: this.ledger.deadLetters() };
   }
 
   // ---- grouping ------------------------------------------------------------------------------------------------
@@ -316,7 +289,7 @@ export class Dispatcher {
       if (plan.storm) this.storms.set(plan.storm.key, plan.storm);
       for (const s of settled) this.deps.state.outbox.delete(s.id);
       for (const n of plan.owed) this.deps.state.outbox.set(n.id, n);
-      const stats = this.count(g.receiver);
+      const stats = this.ledger.count(g.receiver);
       stats.folded += plan.folded.length;
       stats.silenced += silenced.length;
       if (plan.owed.some((n) => n.action === 'trigger')) this.deps.log('warn', 'storm: one incident for the pair', { receiver: g.receiver, storm: plan.storm?.key, paths: plan.storm?.open.length });
@@ -347,33 +320,19 @@ export class Dispatcher {
       if (current === undefined) return;
       const firing = this.firing(g, this.deps.clock.now());
       if (firing.length === 0) return;
-      this.count(g.receiver).reminders++;
+      this.ledger.count(g.receiver).reminders++;
       for (const send of toSends(current, firing, true)) this.lane(current).push(send);
       this.remind(g, current);
     });
   }
 
   private anyFiring(g: Group): boolean {
-    if (this.storms.get(g.key)?.status === 'firing') return true;
-    for (const f of this.deps.state.findings.values()) {
-      if (f.status === 'firing' && f.receivers.includes(g.receiver) && groupKey(g.receiver, f) === g.key) return true;
-    }
-    return false;
+    return anyFiring(g.key, g.receiver, this.deps.state.findings.values(), this.storms.get(g.key));
   }
 
-  /** What is firing in a group now, as update notifications: storm incidents instead of their members. */
+  /** What is firing in a group now, as update notifications, minus what a silence covers. */
   private firing(g: Group, now: number): Notification[] {
-    const at = new Date(now).toISOString();
-    const storm = this.storms.get(g.key);
-    const folded = new Set(storm?.status === 'firing' ? storm.open : []);
-    const findings: Finding[] = [];
-    for (const f of this.deps.state.findings.values()) {
-      if (f.status === 'firing' && f.receivers.includes(g.receiver) && groupKey(g.receiver, f) === g.key && !folded.has(f.key)) findings.push(f);
-    }
-    if (storm?.status === 'firing') findings.push(stormFinding(storm, { summaryOf: (k) => this.deps.state.findings.get(k)?.summary }, at));
-    return findings
-      .map((f) => reminder(f, g.receiver, at))
-      .filter((n) => !this.silenced(n, now));
+    return reminders(g.key, g.receiver, this.deps.state.findings, this.storms.get(g.key), new Date(now).toISOString()).filter((n) => !this.silenced(n, now));
   }
 
   // ---- settling ------------------------------------------------------------------------------------------------
@@ -396,11 +355,7 @@ export class Dispatcher {
       this.deps.log('error', 'could not record a delivery', { receiver, error: err.message }),
     );
     if (result.kind === 'dead') {
-      const at = new Date(this.deps.clock.now()).toISOString();
-      for (const n of send.notifications) {
-        this.dead.unshift({ id: n.id, receiver, at, reason: result.reason, finding: n.findingKey, action: n.action });
-      }
-      this.dead.splice(DEAD_LETTERS_KEPT);
+      this.ledger.deadLettered(receiver, send.notifications, result.reason, new Date(this.deps.clock.now()).toISOString());
       this.deps.log('error', 'delivery refused for good: dead letter', { receiver, notifications: send.notifications.length, reason: result.reason });
       this.deps.receiverFailed(receiver, result.reason);
     }
@@ -409,7 +364,7 @@ export class Dispatcher {
   private async settle(settled: Settled[], receiver: string): Promise<void> {
     if (settled.length === 0) return;
     await this.commit({ settled });
-    const stats = this.count(receiver);
+    const stats = this.ledger.count(receiver);
     for (const s of settled) {
       this.deps.state.outbox.delete(s.id);
       if (s.outcome === 'delivered') stats.delivered++;
@@ -424,19 +379,4 @@ export class Dispatcher {
     this.commits = next.catch(() => undefined);
     return next;
   }
-}
-
-/** A firing finding re-sent as an update; its id names the moment, and nothing settles it. */
-function reminder(f: Finding, receiver: string, at: string): Notification {
-  return {
-    id: `${f.key}#${f.incident}:reminder:${receiver}:${at}`,
-    receiver,
-    action: 'update',
-    findingKey: f.key,
-    incident: f.incident,
-    dedupKey: dedupKey(f.key),
-    createdAt: at,
-    finding: f,
-    deliveredAt: null,
-  };
 }
