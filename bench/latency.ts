@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { startFakePagerDuty, type FakePagerDuty } from './fake-pagerduty.js';
-import { startNatsServer, type NatsInstance } from './servers.js';
+import { freePort, startNatsServer, type NatsInstance } from './servers.js';
 
 const CLI = join(import.meta.dirname, '../cli/bulkhead.js');
 const SLACK_MS = 2_000;
@@ -32,16 +32,6 @@ interface Run {
   readonly resolveMs: number | undefined;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** A TCP listener that accepts and hangs up: "the database is reachable". Closing it ends every accepted socket. */
 async function openTarget(port: number): Promise<{ close(): Promise<void> }> {

@@ -285,7 +285,8 @@ function quiet(command: string, args: readonly string[]): string {
   return result.stdout ?? '';
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this pid exists (EPERM: it does, owned by someone else). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

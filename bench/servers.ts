@@ -37,7 +37,8 @@ export interface PostgresInstance extends Server {
   url(database: string): string;
 }
 
-function freePort(): Promise<number> {
+/** A port free on 127.0.0.1 right now (the kernel picks it). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);

@@ -7,7 +7,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { isDeepStrictEqual } from 'node:util';
 import { BulkheadError } from '../core/errors.js';
 import type { DeliveryCommit, Silence, StormRecord } from './delivery/model.js';
-import { emptyCounters, type AgentRecord, type Counters, type Finding, type Notification, type PathRecord } from './model.js';
+import { emptyCounters, emptyState, type AgentRecord, type Counters, type Finding, type Notification, type PathRecord } from './model.js';
 import type { Commit, Snapshot, StateStore } from './store.js';
 
 export const KV_BUCKET = 'bulkhead_controller';
@@ -49,16 +49,7 @@ interface Maps {
   silences: Map<string, Silence>;
 }
 
-const emptyMaps = (): Maps => ({
-  paths: new Map(),
-  findings: new Map(),
-  agents: new Map(),
-  outbox: new Map(),
-  checkpoint: { streamSeq: 0 },
-  counters: emptyCounters(),
-  storms: new Map(),
-  silences: new Map(),
-});
+const emptyMaps = (): Maps => ({ ...emptyState(), storms: new Map(), silences: new Map() });
 
 /** State and outbox as one KV value; every write names the revision it replaces. */
 export class KvStore implements StateStore {

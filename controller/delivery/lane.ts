@@ -124,10 +124,6 @@ export class Lane {
     this.refilledAt = deps.clock.now();
   }
 
-  get name(): string {
-    return this.receiver.name;
-  }
-
   get depth(): number {
     return this.queue.length;
   }

@@ -36,7 +36,7 @@ export interface FlushPlan {
 const foldable = (n: Notification): boolean => n.finding.kind === 'violation' && !isStorm(n);
 
 /** Storm incidents carry a synthetic finding whose key starts with `storm:`. */
-export const isStorm = (n: Notification): boolean => n.findingKey.startsWith('storm:');
+const isStorm = (n: Notification): boolean => n.findingKey.startsWith('storm:');
 
 /** Decides, for one receiver and pair, what a flush folds into a storm incident and what it sends as it is. */
 export function planFlush(input: FlushInput): FlushPlan {

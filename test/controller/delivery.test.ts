@@ -4,7 +4,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Observation } from '../../core/observation.js';
 import { parsePlanText, type LoadedPlan } from '../../core/plan-load.js';
-import { subjects, type ResultBatch } from '../../core/wire.js';
+import type { ResultBatch } from '../../core/wire.js';
 import { Dispatcher } from '../../controller/delivery/dispatcher.js';
 import { httpPost, type Post } from '../../controller/delivery/lane.js';
 import type { DeliveryCommit, DeliveryState, Settled, Silence, StormRecord } from '../../controller/delivery/model.js';
@@ -156,7 +156,6 @@ class Harness {
         controls: { total: 0, failed: [] },
         observations,
       };
-      void subjects;
       const { effects } = applyResults(this.state, batch, seq, { plan: this.loaded.plan, now: new Date(this.clock.now()) });
       this.commit(effects.notifications);
     }

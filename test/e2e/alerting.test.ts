@@ -9,21 +9,11 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isRoot, missingCommands } from '../../bench/netns.js';
-import { natsMissing } from '../helpers/nats-server.js';
-import { unavailable } from '../helpers/need.js';
-import { postgresMissing } from '../helpers/postgres-server.js';
-import { redisMissing } from '../helpers/redis-server.js';
-import { address, CLI, createLab, ENVS, PORT, type Lab, type RuleHandle } from './lab.js';
-import { agentKeys, LabFleet, sleep, until, type PathView } from './lab-fleet.js';
+import { address, CLI, createLab, labUnavailable, ENVS, PORT, type Lab, type RuleHandle } from './lab.js';
+import { sleep, until } from '../helpers/wait.js';
+import { agentKeys, LabFleet, type PathView } from './lab-fleet.js';
 
-const commands = ['ip', 'nft', 'dnsmasq', 'setpriv', 'openssl'];
-const skip =
-  unavailable('root', !isRoot(), 'network namespaces and nftables need root: sudo make e2e') ??
-  unavailable('lab commands', missingCommands(commands).length > 0, `missing: ${missingCommands(commands).join(', ')}`) ??
-  postgresMissing() ??
-  redisMissing() ??
-  natsMissing();
+const skip = labUnavailable();
 
 // The plan's timings, and the deadlines that follow from them.
 const INTERVAL_MS = 2_000;
@@ -122,7 +112,7 @@ describe.skipIf(skip)('alerting end to end: agents in prod, staging and dev, the
     }, timeoutMs);
 
   const controllerLog = () => `controller log:\n${fleet.controller?.log().slice(-4000) ?? '(none)'}`;
-  const wait = <T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined | false> | T | undefined | false) => until(what, timeoutMs, probe, controllerLog);
+  const wait = <T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined | false> | T | undefined | false) => until(what, timeoutMs, probe, { context: controllerLog });
   const finding = async (key: string) => (await fleet.findings()).find((f) => f.key === key);
   const firing = async () => (await fleet.findings()).filter((f) => f.status === 'firing').map((f) => f.key).sort();
   /** Waits for a PagerDuty event of `action` for this finding; returns it once accepted. */

@@ -6,21 +6,11 @@ import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isRoot, missingCommands, namespacePids, namespacesWithPrefix, removeStaleRuns, run } from '../../bench/netns.js';
+import { namespacePids, namespacesWithPrefix, removeStaleRuns, run } from '../../bench/netns.js';
 import type { AuditReport, JudgedObservation } from '../../cli/report.js';
-import { natsMissing } from '../helpers/nats-server.js';
-import { unavailable } from '../helpers/need.js';
-import { postgresMissing } from '../helpers/postgres-server.js';
-import { redisMissing } from '../helpers/redis-server.js';
-import { address, CLI, createLab, ENVS, PORT, PREFIX, type Env, type Lab } from './lab.js';
+import { address, CLI, createLab, labUnavailable, ENVS, PORT, PREFIX, type Env, type Lab } from './lab.js';
 
-const commands = ['ip', 'nft', 'dnsmasq', 'setpriv', 'openssl'];
-const skip =
-  unavailable('root', !isRoot(), 'network namespaces and nftables need root: sudo make e2e') ??
-  unavailable('lab commands', missingCommands(commands).length > 0, `missing: ${missingCommands(commands).join(', ')}`) ??
-  postgresMissing() ??
-  redisMissing() ??
-  natsMissing();
+const skip = labUnavailable();
 
 const t0 = performance.now();
 const timeline: string[] = [];

@@ -9,6 +9,7 @@ import { connect, usernamePasswordAuthenticator, type NatsConnection } from '@na
 import pg from 'pg';
 import { fakePagerDuty, fakeSlack, type Fake, type FakePagerDuty, type PagerDutyEvent, type SlackMessage } from '../helpers/fake-receivers.js';
 import { stopChild } from '../helpers/process.js';
+import { sleep, until } from '../helpers/wait.js';
 import { ENVS, PORT, type Env, type Lab, type LabProcess } from './lab.js';
 
 /** The controller's API port on the mgmt end of the host link. */
@@ -17,27 +18,6 @@ const READY_MS = 20_000;
 /** Where the plan finds the receivers' secrets: the controller's environment, never the plan. */
 export const SECRET_ENV = { pagerduty: 'BULKHEAD_E2E_PD_KEY', slack: 'BULKHEAD_E2E_SLACK_URL' } as const;
 
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls `probe` every 100 ms until it yields something other than undefined/false; throws after `timeoutMs`, saying what it waited for. */
-export async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined | false> | T | undefined | false, context: () => string = () => ''): Promise<T> {
-  const started = Date.now();
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined && value !== false) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() - started > timeoutMs) {
-      const why = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
-      const more = context();
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why}${more ? `\n${more}` : ''}`);
-    }
-    await sleep(100);
-  }
-}
 
 /** What /v1/paths, /v1/findings and /v1/agents answer (controller/model.ts), as far as the test reads it. */
 export interface PathView {
@@ -113,7 +93,7 @@ export class LabFleet {
           await client.end().catch(() => undefined);
           throw err;
         }
-      }, () => database.process.log());
+      }, { context: () => database.process.log() });
       const nc = await connect({
         servers: `nats://${link.mgmt}:${PORT.nats}`,
         authenticator: usernamePasswordAuthenticator('controller', lab.nats.passwords.controller),
@@ -159,7 +139,7 @@ export class LabFleet {
       const res = await fetch(`${this.api}/healthz`, { signal: AbortSignal.timeout(1_000) });
       await res.body?.cancel();
       return res.status === 200;
-    }, () => proc.log().slice(-3000));
+    }, { context: () => proc.log().slice(-3000) });
     return proc;
   }
 

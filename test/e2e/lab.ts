@@ -7,7 +7,11 @@ import { chmodSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { assertBenchRange, namespacePids, namespacesWithPrefix, onProcessEnd, removeStaleRuns, run, stopPids } from '../../bench/netns.js';
+import { alive, assertBenchRange, isRoot, missingCommands, namespacePids, namespacesWithPrefix, onProcessEnd, removeStaleRuns, run, stopPids } from '../../bench/netns.js';
+import { natsMissing } from '../helpers/nats-server.js';
+import { unavailable } from '../helpers/need.js';
+import { postgresMissing } from '../helpers/postgres-server.js';
+import { redisMissing } from '../helpers/redis-server.js';
 import { selfSignedCert } from '../helpers/tls-cert.js';
 import { stopChild } from '../helpers/process.js';
 import { Firewall, type DenyMode, type Proto, type RuleHandle } from './lab-firewall.js';
@@ -19,6 +23,21 @@ import { address, ENVS, labPlan, network, PORT, siteAddresses, SITES, zone, type
 
 export type { DenyMode, Proto, RuleHandle, ExecResult, LabProcess };
 export { address, ENVS, HOST, network, PORT, type Env, type Role, type Site } from './lab-layout.js';
+
+/**
+ * Why the lab cannot be built here (root, ip/nft/dnsmasq/setpriv/openssl, PostgreSQL, Redis, nats-server), or
+ * undefined. Under CI=true a missing piece throws (need.ts): the e2e tests fail rather than skip.
+ */
+export function labUnavailable(): string | undefined {
+  const commands = ['ip', 'nft', 'dnsmasq', 'setpriv', 'openssl'];
+  return (
+    unavailable('root', !isRoot(), 'network namespaces and nftables need root: sudo make e2e') ??
+    unavailable('lab commands', missingCommands(commands).length > 0, `missing: ${missingCommands(commands).join(', ')}`) ??
+    postgresMissing() ??
+    redisMissing() ??
+    natsMissing()
+  );
+}
 
 /** Namespaces are `<PREFIX><pid>-<role>`: per run, so parallel runs never clash and dead runs can be found. */
 export const PREFIX = 'bhe';
@@ -327,14 +346,6 @@ function removeStaleDirs(): string[] {
   });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 function ipv4(n: number): string {
   return [24, 16, 8, 0].map((shift) => (n >>> shift) & 255).join('.');

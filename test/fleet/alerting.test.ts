@@ -11,7 +11,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { natsMissing } from '../helpers/nats-server.js';
 import { postgresMissing, startPostgres, type PostgresServer } from '../helpers/postgres-server.js';
-import { api, killAll, requireBuild, sleep, spawnCli, until } from './harness.js';
+import { sleep, until } from '../helpers/wait.js';
+import { api, killAll, requireBuild, spawnCli } from './harness.js';
 import { PD_KEY, Scenario } from './scenario.js';
 
 const skip = natsMissing() ?? postgresMissing();

@@ -11,7 +11,8 @@ import { fakePagerDuty, fakeSlack, type Fake, type FakePagerDuty, type SlackMess
 import { freePort } from '../helpers/free-port.js';
 import { startNats, type NatsServer } from '../helpers/nats-server.js';
 import type { PostgresServer } from '../helpers/postgres-server.js';
-import { api, spawnCli, tcpSwitch, until, type CliProcess, type Switch } from './harness.js';
+import { until } from '../helpers/wait.js';
+import { api, spawnCli, tcpSwitch, type CliProcess, type Switch } from './harness.js';
 
 /** The PagerDuty routing key the controller reads from its environment: 32 characters, as PagerDuty's. */
 export const PD_KEY = `R${randomBytes(16).toString('hex').slice(0, 31)}`;
